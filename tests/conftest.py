@@ -1,0 +1,75 @@
+"""Shared fixtures: a real OPA binary and server, and an isolated Airflow home.
+
+Airflow reads its configuration at import, so the environment is set here before any test
+module imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="airflow-consent-tests-")
+os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+from airflow_consent.engines.opa_binary import ensure_opa  # noqa: E402
+from airflow_consent.policies import policy_dir  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def opa_binary() -> Path:
+    """The pinned OPA binary, provisioned (built if need be) once per machine."""
+    return ensure_opa()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def running_opa_server(binary: Path, bundle: Path, port: int | None = None) -> Iterator[str]:
+    """Run ``opa run --server`` on a free loopback port with ``bundle`` loaded; yield its URL."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [str(binary), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error", "--bundle", str(bundle)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"opa exited: {process.stderr.read().decode()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("opa did not start listening within 30 s") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def opa_server(opa_binary: Path) -> Iterator[str]:
+    """A real OPA server with the shipped policies, shared by the session."""
+    with running_opa_server(opa_binary, policy_dir()) as url:
+        yield url
