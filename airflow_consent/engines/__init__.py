@@ -1,0 +1,33 @@
+"""Policy engines: a real OPA, as a local binary or a server behind an Airflow connection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class EngineAnswer:
+    """The entrypoint's raw value and what decided it."""
+
+    result: Any
+    opa_version: str | None
+    policy_revision: str | None
+
+
+class PolicyEngine(Protocol):
+    """Evaluates one entrypoint over one input document; raises ``EngineError`` on any failure."""
+
+    name: str
+
+    def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer: ...
+
+
+def describe_opa_errors(errors: list) -> str:
+    """OPA's error list (from ``opa eval`` or the REST API) as one line per error with its location."""
+    lines = []
+    for error in errors:
+        location = error.get("location") or {}
+        where = f"{location.get('file', '')}:{location.get('row', '')}: " if location else ""
+        lines.append(f"{where}{error.get('code', 'error')}: {error.get('message', error)}")
+    return "; ".join(lines)

@@ -1,0 +1,368 @@
+"""Find the partitions of a hive-partitioned dataset and fingerprint their data files.
+
+A dataset is a directory (local path or any fsspec URI) laid out hive-style:
+``<root>/<key>=<value>/<key>=<value>/<data files>``. Every leaf directory is a partition; its data
+files are the files whose names do not start with ``_`` or ``.`` (pyarrow's default
+``ignore_prefixes``), so sidecars such as ``_consent_manifest.json`` sit beside the data without
+being part of it. Anything that does not fit that layout is a configuration error, never skipped:
+a gate must not approve a dataset it could only partly read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem as FsspecLocalFileSystem
+
+from airflow_consent.errors import ConsentConfigurationError
+
+IGNORE_PREFIXES = ("_", ".")
+CHUNK_SIZE = 1 << 20
+PROGRESS_EVERY = 1000
+_FILTER_OPERATORS = {"=", "==", "!=", "<", ">", "<=", ">=", "in", "not in"}
+
+PartitionFilter = Sequence[Sequence[object]] | Sequence[Sequence[Sequence[object]]]
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One data file of a partition: its filesystem path, its name relative to the partition, its size."""
+
+    path: str
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class DiscoveredPartition:
+    """One partition of a dataset: identity, location, data files and the filesystem to read them."""
+
+    dataset: str
+    keys: dict[str, str]
+    id: str
+    uri: str
+    root: str
+    path: str = field(repr=False)
+    files: tuple[DataFile, ...] = field(repr=False)
+    sidecar_files: tuple[str, ...] = field(default=(), repr=False)
+    filesystem: pafs.FileSystem | None = field(default=None, repr=False, compare=False)
+
+    def uri_of(self, name: str) -> str:
+        """The URI of the file ``name`` inside this partition directory."""
+        return f"{self.uri}/{name}"
+
+    def path_of(self, name: str) -> str:
+        """The filesystem path of the file ``name`` inside this partition directory."""
+        return f"{self.path}/{name}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    parts: tuple[str, ...]
+    is_dir: bool
+    size: int
+    path: str
+
+
+def discover_partitions(
+    uri: str,
+    *,
+    dataset: str | None = None,
+    partition_filter: PartitionFilter | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[DiscoveredPartition]:
+    """List the partitions of the hive-partitioned dataset at ``uri``, sorted by id.
+
+    ``partition_filter`` is pyarrow's DNF filter format (``[(key, op, value), ...]`` = AND, a list of
+    such lists = OR of ANDs); keys and values compare as strings. ``progress`` is called with the
+    number of partitions processed so far. Raises ``ConsentConfigurationError`` when the root is
+    missing, the layout is not hive-style, a path escapes the root, the filter names an unknown key,
+    or no partition remains.
+    """
+    fs, root_path = fsspec.core.url_to_fs(uri)
+    root_path = root_path.rstrip("/") or "/"
+    local = isinstance(fs, FsspecLocalFileSystem)
+    root_uri = os.path.abspath(uri) if local and "://" not in uri else uri.rstrip("/")
+    name = dataset or root_uri.rstrip("/").rsplit("/", 1)[-1]
+    if not name:
+        raise ConsentConfigurationError(f"cannot derive a dataset name from {uri!r}: pass dataset=")
+
+    if local:
+        if not os.path.isdir(root_path):
+            raise ConsentConfigurationError(f"dataset root {uri!r} does not exist or is not a directory")
+        entries = list(_scan_local(root_path))
+        filesystem: pafs.FileSystem = pafs.LocalFileSystem()
+    else:
+        if not fs.isdir(root_path):
+            raise ConsentConfigurationError(f"dataset root {uri!r} does not exist or is not a directory")
+        entries = list(_scan_fsspec(fs, root_path))
+        filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
+
+    partitions = _partitions(entries, name, root_uri, root_path, filesystem, progress)
+    if not partitions:
+        raise ConsentConfigurationError(f"dataset {name!r} at {root_uri} has no partitions")
+    if partition_filter is None or len(partition_filter) == 0:
+        return partitions
+    selected = _apply_filter(partitions, partition_filter)
+    if not selected:
+        raise ConsentConfigurationError(f"no partition of {name!r} at {root_uri} matches filter {partition_filter!r}")
+    return selected
+
+
+def fingerprint(partition: DiscoveredPartition) -> str:
+    """``sha256:<hex>`` over the sorted (name, size, content SHA-256) of the partition's data files.
+
+    Content is always read and hashed (in 1 MiB chunks), on every filesystem: remote ETags are not
+    content hashes (multipart uploads, per-store algorithms), and a digest a data provider attests
+    on its own disk must match the one computed after the data lands in an object store. Sidecar
+    files (``_``/``.`` prefixed) are excluded, so a manifest can attest the digest of its partition.
+    """
+    filesystem = partition.filesystem or pafs.LocalFileSystem()
+    digest = hashlib.sha256()
+    for data_file in sorted(partition.files, key=lambda f: f.name):
+        content, size = _hash_content(filesystem, data_file.path)
+        digest.update(json.dumps([data_file.name, size, content]).encode() + b"\n")
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _hash_content(filesystem: pafs.FileSystem, path: str) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        with open(path, "rb") as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+    else:
+        with filesystem.open_input_stream(path) as stream:
+            while chunk := stream.read(CHUNK_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+    return digest.hexdigest(), size
+
+
+# --- listing ----------------------------------------------------------------------------------
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(IGNORE_PREFIXES)
+
+
+def _within(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _scan_local(root_path: str) -> Iterator[_Entry]:
+    """Walk a local tree without trusting symlinks: each must resolve inside the root."""
+    root_real = os.path.realpath(root_path)
+    stack = [(root_path, (), root_real, frozenset({root_real}))]
+    while stack:
+        directory, parts, directory_real, ancestors = stack.pop()
+        with os.scandir(directory) as scan:
+            children = sorted(scan, key=lambda e: e.name)
+        for child in children:
+            child_parts = parts + (child.name,)
+            try:
+                is_dir = child.is_dir()
+            except OSError as exc:
+                raise ConsentConfigurationError(f"cannot read {child.path!r}: {exc}") from exc
+            if is_dir and _ignored(child.name):
+                continue
+            real = os.path.join(directory_real, child.name)
+            if child.is_symlink():
+                real = os.path.realpath(child.path)
+                if not _within(real, root_real):
+                    raise ConsentConfigurationError(
+                        f"{child.path!r} escapes the dataset root {root_path!r}: it resolves to {real!r}"
+                    )
+            if is_dir:
+                if real in ancestors:
+                    raise ConsentConfigurationError(f"{child.path!r} is a symlink cycle inside the dataset root")
+                yield _Entry(child_parts, True, 0, child.path)
+                stack.append((child.path, child_parts, real, ancestors | {real}))
+            else:
+                try:
+                    size = child.stat().st_size
+                except OSError as exc:
+                    raise ConsentConfigurationError(f"cannot read {child.path!r}: {exc}") from exc
+                yield _Entry(child_parts, False, size, child.path)
+
+
+def _scan_fsspec(fs: fsspec.AbstractFileSystem, root_path: str) -> Iterator[_Entry]:
+    """One recursive listing (a paginated LIST on object stores), pruned of ignored directories."""
+    prefix = root_path.rstrip("/") + "/"
+    for path, info in sorted(fs.find(root_path, withdirs=True, detail=True).items()):
+        path = path.rstrip("/")
+        if path == root_path.rstrip("/"):
+            continue
+        if not path.startswith(prefix):
+            raise ConsentConfigurationError(f"{path!r} escapes the dataset root {root_path!r}")
+        parts = tuple(path[len(prefix) :].split("/"))
+        if any(_ignored(part) for part in parts[:-1]):
+            continue
+        is_dir = info.get("type") == "directory"
+        if is_dir and _ignored(parts[-1]):
+            continue
+        yield _Entry(parts, is_dir, 0 if is_dir else int(info.get("size") or 0), path)
+
+
+# --- partitions -------------------------------------------------------------------------------
+
+
+def _parse_segment(segment: str, path: str) -> tuple[str, str]:
+    key, sep, value = segment.partition("=")
+    key, value = unquote(key), unquote(value)
+    if not sep or not key:
+        raise ConsentConfigurationError(f"{path!r} is not a key=value partition directory")
+    for part in (key, value):
+        if ".." in part or "/" in part or "\0" in part:
+            raise ConsentConfigurationError(
+                f"{path!r} escapes the dataset root: partition key or value {part!r} contains '..', '/' or NUL"
+            )
+    return key, value
+
+
+def _partitions(
+    entries: list[_Entry],
+    dataset: str,
+    root_uri: str,
+    root_path: str,
+    filesystem: pafs.FileSystem,
+    progress: Callable[[int], None] | None,
+) -> list[DiscoveredPartition]:
+    subdirs: dict[tuple[str, ...], list[_Entry]] = {(): []}
+    files: dict[tuple[str, ...], list[_Entry]] = {(): []}
+    sidecars: dict[tuple[str, ...], list[str]] = {(): []}
+    directories: dict[tuple[str, ...], _Entry] = {}
+    for entry in entries:
+        for depth in range(len(entry.parts)):
+            parent = entry.parts[:depth]
+            subdirs.setdefault(parent, [])
+            files.setdefault(parent, [])
+            sidecars.setdefault(parent, [])
+        parent = entry.parts[:-1]
+        if entry.is_dir:
+            directories[entry.parts] = entry
+            subdirs.setdefault(entry.parts, [])
+            files.setdefault(entry.parts, [])
+            sidecars.setdefault(entry.parts, [])
+            subdirs[parent].append(entry)
+        elif _ignored(entry.parts[-1]):
+            sidecars[parent].append(entry.parts[-1])
+        else:
+            files[parent].append(entry)
+
+    for parts, data in files.items():
+        if data and (not parts or subdirs[parts]):
+            raise ConsentConfigurationError(
+                f"{data[0].path!r} is not in a key=value directory at the partition level: "
+                "data files must sit in the leaf partition directories"
+            )
+
+    partitions: list[DiscoveredPartition] = []
+    key_names: tuple[str, ...] | None = None
+    first_path = ""
+    for parts in sorted(p for p in subdirs if p and not subdirs[p]):
+        entry = directories.get(parts)
+        path = entry.path if entry else f"{root_path.rstrip('/')}/{'/'.join(parts)}"
+        keys: dict[str, str] = {}
+        for depth, segment in enumerate(parts):
+            key, value = _parse_segment(segment, f"{root_path.rstrip('/')}/{'/'.join(parts[: depth + 1])}")
+            if key in keys:
+                raise ConsentConfigurationError(f"{path!r} repeats the partition key {key!r}")
+            keys[key] = value
+        if key_names is None:
+            key_names, first_path = tuple(keys), path
+        elif tuple(keys) != key_names:
+            raise ConsentConfigurationError(
+                f"{path!r} has partition keys {list(keys)} but {first_path!r} has {list(key_names)}"
+            )
+        partitions.append(
+            DiscoveredPartition(
+                dataset=dataset,
+                keys=keys,
+                id="/".join([dataset, *(f"{k}={v}" for k, v in keys.items())]),
+                uri=f"{root_uri}/{'/'.join(parts)}",
+                root=root_uri,
+                path=path,
+                files=tuple(
+                    DataFile(path=f.path, name=f.parts[-1], size=f.size)
+                    for f in sorted(files[parts], key=lambda f: f.parts[-1])
+                ),
+                sidecar_files=tuple(sorted(sidecars[parts])),
+                filesystem=filesystem,
+            )
+        )
+        if progress and len(partitions) % PROGRESS_EVERY == 0:
+            progress(len(partitions))
+    if progress and len(partitions) % PROGRESS_EVERY:
+        progress(len(partitions))
+    partitions.sort(key=lambda p: p.id)
+    return partitions
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+def _is_predicate(item: object) -> bool:
+    return isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str)
+
+
+def _normalize_filter(partition_filter: PartitionFilter) -> list[list[tuple[str, str, object]]]:
+    """DNF as a list of AND-lists of (key, op, value) with values as strings."""
+    if not isinstance(partition_filter, (list, tuple)):
+        raise ConsentConfigurationError(f"partition_filter must be a list, got {type(partition_filter).__name__}")
+    if all(_is_predicate(item) for item in partition_filter):
+        disjunction = [partition_filter]
+    elif all(
+        isinstance(item, (list, tuple)) and item and all(_is_predicate(p) for p in item) for item in partition_filter
+    ):
+        disjunction = list(partition_filter)
+    else:
+        raise ConsentConfigurationError(
+            f"malformed partition_filter {partition_filter!r}: expected [(key, op, value), ...] "
+            "or a list of such lists"
+        )
+    normalized = []
+    for conjunction in disjunction:
+        predicates = []
+        for key, op, value in conjunction:
+            op = str(op).strip().lower()
+            if op not in _FILTER_OPERATORS:
+                raise ConsentConfigurationError(
+                    f"partition_filter operator {op!r} is not one of {sorted(_FILTER_OPERATORS)}"
+                )
+            if op in ("in", "not in"):
+                if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+                    raise ConsentConfigurationError(f"partition_filter {op!r} on {key!r} needs a list of values")
+                value = sorted(str(v) for v in value)
+            else:
+                value = str(value)
+            predicates.append((key, op, value))
+        normalized.append(predicates)
+    return normalized
+
+
+def _apply_filter(partitions: list[DiscoveredPartition], partition_filter: PartitionFilter) -> list[DiscoveredPartition]:
+    dnf = _normalize_filter(partition_filter)
+    key_names = list(partitions[0].keys)
+    for conjunction in dnf:
+        for key, _, _ in conjunction:
+            if key not in key_names:
+                raise ConsentConfigurationError(
+                    f"partition_filter names the key {key!r}, but dataset {partitions[0].dataset!r} "
+                    f"has the partition keys {key_names}"
+                )
+    columns = {k: pa.array([p.keys[k] for p in partitions], pa.string()) for k in key_names}
+    columns["__index"] = pa.array(range(len(partitions)), pa.int64())
+    table = pa.table(columns).filter(pq.filters_to_expression(dnf))
+    return [partitions[i] for i in table.column("__index").to_pylist()]

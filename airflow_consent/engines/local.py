@@ -1,0 +1,71 @@
+"""The zero-setup engine: the shipped policies evaluated by a local ``opa`` binary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from functools import cached_property
+from pathlib import Path
+
+from airflow_consent.engines import EngineAnswer, describe_opa_errors
+from airflow_consent.engines.opa_binary import OpaProvisioningError, binary_version, ensure_opa
+from airflow_consent.errors import EngineTimeout, EngineUnreachable, PolicyError, UndefinedDecision
+from airflow_consent.policies import policy_dir, policy_revision
+
+
+class LocalOpaEngine:
+    """Runs ``opa eval --bundle <policies> --stdin-input --strict-builtin-errors`` once per evaluation."""
+
+    def __init__(self, *, policy_path: Path | str | None = None, opa_binary: Path | str | None = None,
+                 timeout: float = 120.0):
+        self.policy_path = Path(policy_path) if policy_path else policy_dir()
+        self._opa_binary = Path(opa_binary) if opa_binary else None
+        self.timeout = timeout
+        self.name = f"local opa ({self.policy_path})"
+
+    @cached_property
+    def opa_binary(self) -> Path:
+        if self._opa_binary:
+            return self._opa_binary
+        try:
+            return ensure_opa()
+        except OpaProvisioningError as exc:
+            raise EngineUnreachable(str(exc), engine=self.name) from exc
+
+    @cached_property
+    def opa_version(self) -> str | None:
+        return binary_version(self.opa_binary)
+
+    def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
+        query = "data." + entrypoint.strip("/").replace("/", ".")
+        command = [str(self.opa_binary), "eval", "--bundle", str(self.policy_path), "--stdin-input",
+                   "--format", "json", "--strict-builtin-errors", query]
+        try:
+            done = subprocess.run(command, input=json.dumps(policy_input), capture_output=True, text=True,
+                                  timeout=self.timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise EngineTimeout(f"opa eval did not answer within {self.timeout:g} s", engine=self.name) from exc
+        except OSError as exc:
+            raise EngineUnreachable(f"cannot run {self.opa_binary}: {exc}", engine=self.name) from exc
+        if done.returncode != 0:
+            raise PolicyError(_describe_errors(done.stdout, done.stderr), engine=self.name)
+        try:
+            results = json.loads(done.stdout).get("result")
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"opa eval printed no JSON: {done.stdout[:500]!r}", engine=self.name) from exc
+        if not results:
+            raise UndefinedDecision(f"{query} is undefined for this input: is the entrypoint right?",
+                                    engine=self.name)
+        return EngineAnswer(
+            result=results[0]["expressions"][0]["value"],
+            opa_version=self.opa_version,
+            policy_revision=policy_revision(self.policy_path),
+        )
+
+
+def _describe_errors(stdout: str, stderr: str) -> str:
+    try:
+        errors = json.loads(stdout).get("errors", [])
+    except (json.JSONDecodeError, AttributeError):
+        errors = []
+    return describe_opa_errors(errors) or (stderr or stdout).strip()[:2000]

@@ -1,0 +1,143 @@
+"""The gate's flow, free of Airflow: discover → manifests → one policy input → one OPA query → report.
+
+Operators, sensors and the CLI call ``evaluate_gate``; it raises ``ConsentConfigurationError`` for
+bad settings and ``EngineError`` when no trustworthy decision could be had, and otherwise returns a
+``GateReport`` (allowed or not: enforcing it is the caller's job).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from airflow_consent.engines import PolicyEngine
+from airflow_consent.errors import ConsentConfigurationError, MalformedDecision
+from airflow_consent.models import (
+    DecidedPartition,
+    GateReport,
+    GateRequest,
+    PartitionInput,
+    PolicyDecision,
+    PolicyInput,
+)
+from airflow_consent.policies import DEFAULT_ENTRYPOINT
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One input dataset: where it is and what to call it (default: the last path component)."""
+
+    uri: str
+    name: str | None = None
+
+
+def evaluate_gate(
+    request: GateRequest,
+    datasets: Sequence[DatasetSpec],
+    engine: PolicyEngine,
+    *,
+    entrypoint: str = DEFAULT_ENTRYPOINT,
+    partition_filter: list | None = None,
+    logger: logging.Logger = log,
+) -> GateReport:
+    """Decide, in one batched query, whether every partition of ``datasets`` may serve ``request``."""
+    started = time.perf_counter()
+    partitions = collect_partitions(datasets, partition_filter=partition_filter, logger=logger)
+    policy_input = PolicyInput(request=request, partitions=partitions)
+    logger.info("Asking %s about %d partition(s) for purpose %r", engine.name, len(partitions), request.purpose)
+    answer = engine.evaluate(policy_input.model_dump(mode="json"), entrypoint)
+    decided = _check_decision(answer.result, partitions, engine.name)
+    return GateReport(
+        decision_id=str(uuid.uuid4()),
+        allow=all(p.allow for p in decided),
+        purpose=request.purpose,
+        entrypoint=entrypoint,
+        engine=engine.name,
+        opa_version=answer.opa_version,
+        policy_revision=answer.policy_revision,
+        evaluated_at=request.evaluated_at,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        partitions=decided,
+    )
+
+
+def collect_partitions(
+    datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None, logger: logging.Logger = log
+) -> list[PartitionInput]:
+    """Discover every partition of every dataset with its fingerprint and manifest."""
+    from airflow_consent.discovery import discover_partitions, fingerprint
+    from airflow_consent.manifests import read_manifest
+
+    if not datasets:
+        raise ConsentConfigurationError("the gate has no datasets to check")
+    collected: list[PartitionInput] = []
+    for spec in datasets:
+        found = discover_partitions(spec.uri, dataset=spec.name, partition_filter=partition_filter)
+        for done, partition in enumerate(found, start=1):
+            manifest, source, problems = read_manifest(partition)
+            collected.append(
+                PartitionInput(
+                    id=partition.id,
+                    dataset=partition.dataset,
+                    keys=partition.keys,
+                    uri=partition.uri,
+                    fingerprint=fingerprint(partition),
+                    files=len(partition.files),
+                    manifest=manifest,
+                    manifest_source=source,
+                    manifest_problems=problems,
+                )
+            )
+            if done % PROGRESS_EVERY == 0 or done == len(found):
+                logger.info("%s: read %d/%d partition(s)", spec.uri, done, len(found))
+    if duplicates := sorted(i for i, n in Counter(p.id for p in collected).items() if n > 1):
+        raise ConsentConfigurationError(f"partitions listed twice (a dataset given twice?): {duplicates[:5]}")
+    return collected
+
+
+def _check_decision(result: object, partitions: list[PartitionInput], engine: str) -> list[DecidedPartition]:
+    """Validate the entrypoint's answer against the input; anything unexpected fails closed."""
+    try:
+        decision = PolicyDecision.model_validate(result)
+    except ValidationError as exc:
+        raise MalformedDecision(f"the decision does not match the contract: {exc}", engine=engine) from exc
+    by_id = {p.id: p for p in decision.partitions}
+    missing = [p.id for p in partitions if p.id not in by_id]
+    extra = sorted(set(by_id) - {p.id for p in partitions})
+    if missing or extra or len(decision.partitions) != len(partitions):
+        raise MalformedDecision(
+            f"the decision must cover each input partition once; missing {missing[:5]}, unexpected {extra[:5]}",
+            engine=engine,
+        )
+    decided = []
+    for partition in partitions:
+        verdict = by_id[partition.id]
+        if verdict.allow and verdict.violations:
+            raise MalformedDecision(f"{partition.id} is allowed yet has violations", engine=engine)
+        if verdict.allow and (partition.manifest is None or partition.manifest_problems):
+            raise MalformedDecision(
+                f"{partition.id} is allowed although its manifest is missing or invalid: the policies must deny it",
+                engine=engine,
+            )
+        decided.append(
+            DecidedPartition(
+                id=partition.id,
+                uri=partition.uri,
+                fingerprint=partition.fingerprint,
+                allow=verdict.allow,
+                violations=verdict.violations,
+            )
+        )
+    if decision.allow != all(p.allow for p in decided):
+        raise MalformedDecision("the overall allow disagrees with the per-partition verdicts", engine=engine)
+    return decided

@@ -1,0 +1,49 @@
+"""Example: a face-recognition training DAG behind a consent gate.
+
+On the shipped sample data (``python -m airflow_consent.sample_data``) the gate denies the
+``source=okcupid`` partitions (dating-service terms: no consent for face-recognition training, no
+data-sharing agreement) and the ``source=stock`` partition (non-commercial license), so ``train``
+never runs. With only ``source=studio_optin`` partitions (explicit biometric opt-in) it trains.
+
+The dataset root is ``$AIRFLOW_CONSENT_SAMPLE_DATA/profile_photos`` (default: ``sample_data/``
+beside this repository's ``dags/`` folder).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow.sdk import DAG, Asset, task
+
+from airflow_consent.operators.consent import XCOM_REPORT_KEY, ConsentGateOperator
+
+SAMPLE_DATA = Path(os.environ.get("AIRFLOW_CONSENT_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
+PROFILE_PHOTOS = Asset("profile_photos", uri=(SAMPLE_DATA / "profile_photos").as_uri())
+
+with DAG(
+    dag_id="train_face_recognition",
+    schedule=None,
+    catchup=False,
+    tags=["training", "consent"],
+    doc_md=__doc__,
+) as dag:
+    gate = ConsentGateOperator(
+        task_id="consent_gate",
+        datasets=[PROFILE_PHOTOS],
+        purpose="face_recognition_training",
+        model="face-embedder-v1",
+        retries=2,
+    )
+
+    @task
+    def train(ti=None) -> dict:
+        """Stand-in for training: reads exactly the partitions the gate approved."""
+        import pyarrow.dataset as ds
+
+        report = ti.xcom_pull(task_ids="consent_gate", key=XCOM_REPORT_KEY)
+        rows = sum(ds.dataset(p["uri"].removeprefix("file://"), format="parquet").count_rows()
+                   for p in report["partitions"] if p["allow"])
+        return {"trained_on_rows": rows, "decision_id": report["decision_id"]}
+
+    gate >> train()
