@@ -53,8 +53,8 @@ class DiscoveredPartition:
     root: str
     path: str = field(repr=False)
     files: tuple[DataFile, ...] = field(repr=False)
-    sidecar_files: tuple[str, ...] = field(default=(), repr=False)
-    filesystem: pafs.FileSystem | None = field(default=None, repr=False, compare=False)
+    sidecar_files: tuple[str, ...] = field(repr=False)
+    filesystem: pafs.FileSystem = field(repr=False, compare=False)
 
     def uri_of(self, name: str) -> str:
         """The URI of the file ``name`` inside this partition directory."""
@@ -126,10 +126,9 @@ def fingerprint(partition: DiscoveredPartition) -> str:
     on its own disk must match the one computed after the data lands in an object store. Sidecar
     files (``_``/``.`` prefixed) are excluded, so a manifest can attest the digest of its partition.
     """
-    filesystem = partition.filesystem or pafs.LocalFileSystem()
     digest = hashlib.sha256()
     for data_file in sorted(partition.files, key=lambda f: f.name):
-        content, size = _hash_content(filesystem, data_file.path)
+        content, size = _hash_content(partition.filesystem, data_file.path)
         digest.update(json.dumps([data_file.name, size, content]).encode() + b"\n")
     return f"sha256:{digest.hexdigest()}"
 
@@ -137,16 +136,10 @@ def fingerprint(partition: DiscoveredPartition) -> str:
 def _hash_content(filesystem: pafs.FileSystem, path: str) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        with open(path, "rb") as stream:
-            while chunk := stream.read(CHUNK_SIZE):
-                digest.update(chunk)
-                size += len(chunk)
-    else:
-        with filesystem.open_input_stream(path) as stream:
-            while chunk := stream.read(CHUNK_SIZE):
-                digest.update(chunk)
-                size += len(chunk)
+    with filesystem.open_input_stream(path) as stream:
+        while chunk := stream.read(CHUNK_SIZE):
+            digest.update(chunk)
+            size += len(chunk)
     return digest.hexdigest(), size
 
 
@@ -352,7 +345,9 @@ def _normalize_filter(partition_filter: PartitionFilter) -> list[list[tuple[str,
     return normalized
 
 
-def _apply_filter(partitions: list[DiscoveredPartition], partition_filter: PartitionFilter) -> list[DiscoveredPartition]:
+def _apply_filter(
+    partitions: list[DiscoveredPartition], partition_filter: PartitionFilter
+) -> list[DiscoveredPartition]:
     dnf = _normalize_filter(partition_filter)
     key_names = list(partitions[0].keys)
     for conjunction in dnf:

@@ -108,7 +108,7 @@ def _read_parquet_metadata(partition: DiscoveredPartition) -> ManifestResult:
 def parse_manifest(raw: bytes | str, source: str) -> tuple[Manifest | None, list[ManifestProblem]]:
     """Validate manifest JSON text; problems name ``source`` and the dotted path of each bad field."""
     try:
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         return None, [_problem(source, None, f"manifest is not UTF-8 text: {exc}")]
     try:
