@@ -7,7 +7,7 @@ package consent.lib.partitions
 
 # METADATA
 # description: Partition index → manifest, for each partition of the input that has a manifest.
-manifests[index] := partition.manifest if {
+manifests := {index: partition.manifest |
 	some index, partition in input.partitions
 	is_object(partition.manifest)
 }

@@ -25,10 +25,24 @@ known(purpose) if taxonomy[purpose]
 lineage(purpose) := graph.reachable(_parents, {purpose})
 
 # METADATA
-# description: True when consent (or an agreement, or a license) to any of granted covers purpose.
-covered_by(purpose, granted) if {
+# description: The request's purpose and its ancestors (computed once per query).
+requested_lineage := lineage(input.request.purpose)
+
+# METADATA
+# description: The flags set on the request's purpose (computed once per query).
+requested_kinds := kinds(input.request.purpose)
+
+# METADATA
+# description: True when the request's purpose is in the taxonomy.
+requested_known if known(input.request.purpose)
+
+# METADATA
+# description: >-
+#   True when consent (or an agreement, or a license) to any purpose in granted covers the
+#   request's purpose: granting a purpose grants its descendants.
+covers_request(granted) if {
 	some grant in granted
-	grant in lineage(purpose)
+	grant in requested_lineage
 }
 
 # METADATA
