@@ -1,0 +1,99 @@
+"""``airflow-consent``: check datasets from a terminal, read gate reports, provision OPA."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Consent and provenance gates for ML training, decided by Open Policy Agent.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+EXIT_DENIED = 1
+EXIT_BROKEN = 2
+
+
+@app.command()
+def check(
+    datasets: Annotated[list[str], typer.Argument(help="dataset URIs (hive-partitioned)")],
+    purpose: Annotated[str, typer.Option(help="purpose id from the taxonomy")],
+    where: Annotated[list[str], typer.Option("--where", help="partition filter KEY=VALUE (repeat to AND)")] = [],  # noqa: B006
+    opa_conn_id: Annotated[str | None, typer.Option(help="an 'opa' Airflow connection; default: local opa")] = None,
+    policy_path: Annotated[str | None, typer.Option(help="policies for the local engine")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Evaluate the gate outside Airflow. Exit 0 allowed, 1 denied, 2 engine or configuration error."""
+    from airflow_consent.engines.local import LocalOpaEngine
+    from airflow_consent.errors import ConsentConfigurationError, EngineError
+    from airflow_consent.gate import DatasetSpec, evaluate_gate
+    from airflow_consent.models import GateRequest, Requester
+
+    partition_filter = [_equality(term) for term in where] or None
+    if opa_conn_id:
+        from airflow_consent.hooks.opa import OpaHook
+
+        engine = OpaHook(opa_conn_id=opa_conn_id)
+    else:
+        engine = LocalOpaEngine(policy_path=policy_path)
+    request = GateRequest(purpose=purpose, requested_by=Requester(kind="cli", id="airflow-consent check"),
+                          evaluated_at=datetime.now(timezone.utc))
+    try:
+        report = evaluate_gate(request, [DatasetSpec(uri=d) for d in datasets], engine,
+                               partition_filter=partition_filter)
+    except (ConsentConfigurationError, EngineError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BROKEN) from exc
+    _print_report(report.model_dump(mode="json"), as_json)
+    raise typer.Exit(0 if report.allow else EXIT_DENIED)
+
+
+@app.command()
+def report(
+    dag_id: Annotated[str, typer.Argument(help="the DAG whose gate report to show")],
+    run_id: Annotated[str | None, typer.Option(help="default: the latest run with a report")] = None,
+    task_id: Annotated[str | None, typer.Option(help="the gate's task id; default: any gate")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Show a gate report stored in Airflow's metadata database (XCom key ``gate_report``)."""
+    from airflow.models.xcom import XComModel
+    from airflow.settings import Session
+    from sqlalchemy import select
+
+    from airflow_consent.operators.consent import XCOM_REPORT_KEY
+
+    query = select(XComModel).where(XComModel.dag_id == dag_id, XComModel.key == XCOM_REPORT_KEY)
+    if run_id:
+        query = query.where(XComModel.run_id == run_id)
+    if task_id:
+        query = query.where(XComModel.task_id == task_id)
+    with Session() as session:
+        row = session.scalars(query.order_by(XComModel.timestamp.desc()).limit(1)).first()
+        value = XComModel.deserialize_value(row) if row else None
+    if value is None:
+        typer.echo(f"no gate report for DAG {dag_id!r}" + (f" run {run_id!r}" if run_id else ""), err=True)
+        raise typer.Exit(EXIT_BROKEN)
+    _print_report(json.loads(value) if isinstance(value, str) else value, as_json)
+
+
+@app.command("opa-path")
+def opa_path() -> None:
+    """Print the pinned OPA binary's path, building or downloading it first if needed."""
+    from airflow_consent.engines.opa_binary import ensure_opa
+
+    typer.echo(str(ensure_opa(log=lambda line: typer.echo(line, err=True))))
+
+
+def _equality(term: str) -> tuple[str, str, str]:
+    key, sep, value = term.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"{term!r} is not KEY=VALUE", param_hint="--where")
+    return (key, "=", value)
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    from airflow_consent.models import GateReport
+    from airflow_consent.report import render_text
+
+    typer.echo(json.dumps(report, indent=2) if as_json else render_text(GateReport.model_validate(report)))
