@@ -1,0 +1,47 @@
+"""``airflow-consent check``: the gate from a terminal, with exit codes a script can branch on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from airflow_consent.cli import EXIT_BROKEN, EXIT_DENIED, app
+from airflow_consent.sample_data import generate_profile_photos
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    return generate_profile_photos(tmp_path_factory.mktemp("cli"))
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_check_denies_the_sample_and_names_the_rules(sample, opa_binary):
+    result = invoke("check", str(sample), "--purpose", "face_recognition_training")
+    assert result.exit_code == EXIT_DENIED
+    assert "DENIED 3 of 5 partition(s)" in result.output
+    assert "[PROV-003 high] License forbids purpose" in result.output
+
+
+def test_check_allows_with_a_filter_and_prints_json(sample, opa_binary):
+    result = invoke("check", str(sample), "--purpose", "face_recognition_training",
+                    "--where", "source=studio_optin", "--json")
+    assert result.exit_code == 0
+    report = json.loads(result.output)
+    assert report["allow"] is True and len(report["partitions"]) == 2
+
+
+def test_check_reports_configuration_errors(tmp_path, opa_binary):
+    result = invoke("check", str(tmp_path / "nowhere"), "--purpose", "face_recognition_training")
+    assert result.exit_code == EXIT_BROKEN
+    assert "nowhere" in result.output
+
+
+def test_where_must_be_key_equals_value(sample):
+    result = invoke("check", str(sample), "--purpose", "face_recognition_training", "--where", "source")
+    assert result.exit_code == 2
+    assert "is not KEY=VALUE" in result.output
