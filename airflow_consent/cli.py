@@ -14,6 +14,10 @@ app = typer.Typer(help="Consent and provenance gates for ML training, decided by
 EXIT_DENIED = 1
 EXIT_BROKEN = 2
 
+from airflow_consent.ledger_cli import app as ledger_app  # noqa: E402
+
+app.add_typer(ledger_app, name="ledger")
+
 
 @app.command()
 def check(

@@ -23,7 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem as FsspecLocalFileSystem
 
-from airflow_consent.errors import ConsentConfigurationError
+from airflow_consent.errors import ConsentConfigurationError, NoPartitionsFound
 
 IGNORE_PREFIXES = ("_", ".")
 CHUNK_SIZE = 1 << 20
@@ -98,23 +98,23 @@ def discover_partitions(
 
     if local:
         if not os.path.isdir(root_path):
-            raise ConsentConfigurationError(f"dataset root {uri!r} does not exist or is not a directory")
+            raise NoPartitionsFound(f"dataset root {uri!r} does not exist or is not a directory")
         entries = list(_scan_local(root_path))
         filesystem: pafs.FileSystem = pafs.LocalFileSystem()
     else:
         if not fs.isdir(root_path):
-            raise ConsentConfigurationError(f"dataset root {uri!r} does not exist or is not a directory")
+            raise NoPartitionsFound(f"dataset root {uri!r} does not exist or is not a directory")
         entries = list(_scan_fsspec(fs, root_path))
         filesystem = pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
     partitions = _partitions(entries, name, root_uri, root_path, filesystem, progress)
     if not partitions:
-        raise ConsentConfigurationError(f"dataset {name!r} at {root_uri} has no partitions")
+        raise NoPartitionsFound(f"dataset {name!r} at {root_uri} has no partitions")
     if partition_filter is None or len(partition_filter) == 0:
         return partitions
     selected = _apply_filter(partitions, partition_filter)
     if not selected:
-        raise ConsentConfigurationError(f"no partition of {name!r} at {root_uri} matches filter {partition_filter!r}")
+        raise NoPartitionsFound(f"no partition of {name!r} at {root_uri} matches filter {partition_filter!r}")
     return selected
 
 

@@ -1,17 +1,13 @@
 """What can go wrong, as a tree a caller can branch on.
 
-- ``ConsentDenied``: the policies decided; retrying cannot help. Carries the gate report.
+- denied: the policies decided; retrying cannot help. Airflow tasks raise ``ConsentGateDenied``
+  (an ``AirflowFailException`` carrying the gate report, in ``operators/consent.py``).
 - ``EngineError``: something broke between the data and the decision (OPA unreachable, timeout,
   HTTP error, undefined or malformed answer, policy error); the gate blocks, and a retry may help.
 - ``ConsentConfigurationError``: a bad argument or setting; raised at DAG parse time when possible.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from airflow_consent.models import GateReport
 
 
 class ConsentError(Exception):
@@ -22,12 +18,8 @@ class ConsentConfigurationError(ConsentError, ValueError):
     """A gate, dataset or connection is configured wrongly; the message names the setting."""
 
 
-class ConsentDenied(ConsentError):
-    """The policies denied at least one partition."""
-
-    def __init__(self, report: GateReport, message: str):
-        super().__init__(message)
-        self.report = report
+class NoPartitionsFound(ConsentConfigurationError):
+    """The dataset root or its partitions are not there (yet): a sensor keeps waiting, a gate fails."""
 
 
 class EngineError(ConsentError):
@@ -68,3 +60,11 @@ class PolicyError(EngineError):
     """The policies failed to compile or a builtin raised (strict-builtin-errors)."""
 
     reason = "policy evaluation error"
+
+
+class LedgerError(ConsentError):
+    """The decision ledger could not be read or appended to: the gate fails closed, and a retry may help."""
+
+
+class LedgerTampered(LedgerError):
+    """The ledger's hash chain does not verify: records were edited, deleted, reordered or inserted."""

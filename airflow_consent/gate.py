@@ -7,6 +7,7 @@ bad settings and ``EngineError`` when no trustworthy decision could be had, and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from airflow_consent.engines import PolicyEngine
+from airflow_consent.engines import EngineAnswer, PolicyEngine
 from airflow_consent.errors import ConsentConfigurationError, MalformedDecision
 from airflow_consent.models import (
     DecidedPartition,
@@ -52,22 +53,57 @@ def evaluate_gate(
 ) -> GateReport:
     """Decide, in one batched query, whether every partition of ``datasets`` may serve ``request``."""
     started = time.perf_counter()
-    partitions = collect_partitions(datasets, partition_filter=partition_filter, logger=logger)
-    policy_input = PolicyInput(request=request, partitions=partitions)
-    logger.info("Asking %s about %d partition(s) for purpose %r", engine.name, len(partitions), request.purpose)
+    policy_input = build_policy_input(request, datasets, partition_filter=partition_filter, logger=logger)
+    logger.info("Asking %s about %d partition(s) for purpose %r", engine.name, len(policy_input.partitions),
+                request.purpose)
     answer = engine.evaluate(policy_input.model_dump(mode="json"), entrypoint)
-    decided = _check_decision(answer.result, partitions, engine.name)
+    return _report(policy_input, answer, engine.name, entrypoint, started)
+
+
+async def aevaluate_gate(
+    request: GateRequest,
+    datasets: Sequence[DatasetSpec],
+    engine: PolicyEngine,
+    *,
+    entrypoint: str = DEFAULT_ENTRYPOINT,
+    partition_filter: list | None = None,
+    logger: logging.Logger = log,
+) -> GateReport:
+    """``evaluate_gate`` for an event loop: file reads in a worker thread, the query without blocking."""
+    started = time.perf_counter()
+    policy_input = await asyncio.to_thread(
+        build_policy_input, request, datasets, partition_filter=partition_filter, logger=logger
+    )
+    answer = await engine.aevaluate(policy_input.model_dump(mode="json"), entrypoint)
+    return _report(policy_input, answer, engine.name, entrypoint, started)
+
+
+def build_policy_input(
+    request: GateRequest, datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None,
+    logger: logging.Logger = log,
+) -> PolicyInput:
+    """The one input document of a gate evaluation."""
+    partitions = collect_partitions(datasets, partition_filter=partition_filter, logger=logger)
+    return PolicyInput(request=request, partitions=partitions)
+
+
+def _report(policy_input: PolicyInput, answer: EngineAnswer, engine: str, entrypoint: str,
+            started: float) -> GateReport:
+    from airflow_consent.ledger import input_digest
+
+    decided = _check_decision(answer.result, policy_input.partitions, engine)
     return GateReport(
         decision_id=str(uuid.uuid4()),
         allow=all(p.allow for p in decided),
-        purpose=request.purpose,
+        purpose=policy_input.request.purpose,
         entrypoint=entrypoint,
-        engine=engine.name,
+        engine=engine,
         opa_version=answer.opa_version,
         policy_revision=answer.policy_revision,
-        evaluated_at=request.evaluated_at,
+        evaluated_at=policy_input.request.evaluated_at,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
         partitions=decided,
+        input_digest=input_digest(policy_input.model_dump(mode="json")),
     )
 
 

@@ -87,6 +87,82 @@ class ManifestProblem(_Strict):
     message: str
 
 
+# --- evidence: what a partition contains, measured -------------------------------------------
+
+
+class EvidenceProblem(_Strict):
+    """Why a partition's evidence could not be measured: the file and the column, setting or expectation at fault."""
+
+    file: str
+    field: str | None = Field(default=None, description="the column, setting or expectation at fault, if any")
+    message: str
+
+
+class ConsentFlagRows(_Strict):
+    """How many rows carry exactly this combination of consent flags."""
+
+    purposes: list[str] = Field(description="the purposes whose consent flag is true on these rows, sorted")
+    rows: int = Field(ge=0)
+
+
+class RevokedSubjects(_Strict):
+    """Rows whose subject is on the dataset's revocation list."""
+
+    source: str = Field(description="the revocation list (file or table) the subjects were matched against")
+    listed: int = Field(ge=0, description="distinct subjects on the list")
+    rows: int = Field(ge=0, description="rows of the partition whose subject is listed")
+    subjects: int = Field(ge=0, description="distinct listed subjects in the partition")
+    examples: list[str] = Field(description="up to five of those subjects, smallest first, for remediation")
+
+
+class ContentEvidence(_Strict):
+    """Row-level facts measured with Arrow compute over the partition's data files."""
+
+    rows: int = Field(ge=0)
+    distinct_subjects: int = Field(ge=0)
+    consent_flags: list[ConsentFlagRows] | None = Field(
+        default=None, description="rows per combination of consent flags; None when no consent column is configured"
+    )
+    revoked: RevokedSubjects | None = Field(default=None, description="None when no revocation list is configured")
+    collected_after_withdrawal: int | None = Field(
+        default=None, ge=0, description="rows collected at or after their consent was withdrawn; None: not configured"
+    )
+    collected_after_expiry: int | None = Field(
+        default=None, ge=0, description="rows collected at or after their consent expired; None: not configured"
+    )
+
+
+class FailedExpectation(_Strict):
+    """One Great Expectations expectation that the partition did not meet."""
+
+    type: str = Field(description="the expectation type, e.g. 'expect_column_values_to_not_be_null'")
+    id: str | None = None
+    column: str | None = None
+    critical: bool = Field(description="the dataset's configuration marks this expectation consent-critical")
+    statistics: dict[str, int | float] = Field(
+        default_factory=dict, description="the numeric parts of GX's result (element_count, unexpected_count, ...)"
+    )
+
+
+class ExpectationResults(_Strict):
+    """The outcome of the dataset's Great Expectations suite on the partition."""
+
+    suite: str
+    source: str = Field(description="the suite file")
+    success: bool
+    evaluated: int = Field(ge=0)
+    successful: int = Field(ge=0)
+    failed: list[FailedExpectation] = Field(default_factory=list)
+
+
+class Evidence(_Strict):
+    """What a partition contains, measured; empty when its dataset has no evidence configuration."""
+
+    config_source: str | None = Field(default=None, description="the dataset's evidence configuration file")
+    content: ContentEvidence | None = None
+    expectations: ExpectationResults | None = None
+
+
 class PartitionInput(_Strict):
     """One partition as the policies see it."""
 
@@ -99,7 +175,10 @@ class PartitionInput(_Strict):
     manifest: Manifest | None = Field(description="None when missing or invalid; see manifest_problems")
     manifest_source: str | None = Field(default=None, description="file the manifest was read from")
     manifest_problems: list[ManifestProblem] = Field(default_factory=list)
-    evidence: dict[str, object] = Field(default_factory=dict, description="measured facts about the contents")
+    evidence: Evidence = Field(default_factory=Evidence, description="measured facts about the contents")
+    evidence_problems: list[EvidenceProblem] = Field(
+        default_factory=list, description="why the evidence could not be measured; the policies deny"
+    )
 
 
 class Requester(_Strict):
@@ -141,6 +220,9 @@ class Violation(BaseModel):
     remediation: str
     regulation: list[str]
     recoverable: bool = True
+    enforcement: Literal["deny", "warn", "dryrun"] = Field(
+        default="deny", description="set by the gate from [consent] settings: only 'deny' blocks"
+    )
 
 
 class PartitionDecision(BaseModel):
@@ -167,6 +249,11 @@ class DecidedPartition(BaseModel):
     allow: bool
     violations: list[Violation]
 
+    @property
+    def blocked(self) -> bool:
+        """Denied, unless every violation is only warned about or dry-run."""
+        return not self.allow and (not self.violations or any(v.enforcement == "deny" for v in self.violations))
+
 
 class GateReport(BaseModel):
     """Everything one gate evaluation decided; JSON in XCom, rendered text in the logs."""
@@ -181,7 +268,16 @@ class GateReport(BaseModel):
     evaluated_at: datetime
     duration_ms: float
     partitions: list[DecidedPartition]
+    input_digest: str | None = Field(default=None, description="'sha256:<hex>' of the policy input's canonical JSON")
 
     @property
     def denied(self) -> list[DecidedPartition]:
         return [p for p in self.partitions if not p.allow]
+
+    @property
+    def blocked(self) -> list[DecidedPartition]:
+        return [p for p in self.partitions if p.blocked]
+
+    @property
+    def passed(self) -> list[DecidedPartition]:
+        return [p for p in self.partitions if not p.blocked]

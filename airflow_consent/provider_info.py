@@ -20,6 +20,7 @@ def get_provider_info() -> dict:
         ],
         "operators": [{"integration-name": _OPA, "python-modules": ["airflow_consent.operators.consent"]}],
         "hooks": [{"integration-name": _OPA, "python-modules": ["airflow_consent.hooks.opa"]}],
+        "plugins": [{"name": "airflow_consent", "plugin-class": "airflow_consent.plugin.ConsentPlugin"}],
         "connection-types": [
             {
                 "hook-class-name": "airflow_consent.hooks.opa.OpaHook",
@@ -64,6 +65,75 @@ def get_provider_info() -> dict:
                         "type": "string",
                         "example": None,
                         "default": "consent/main/decision",
+                    },
+                    "ledger_url": {
+                        "description": "SQLAlchemy URL of the decision ledger, a database of its own (not Airflow's): "
+                        "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB (psycopg 3, the 'postgres' extra). "
+                        "Empty: sqlite:///$AIRFLOW_HOME/consent_ledger.db.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "postgresql://consent:secret@db.example.com/consent_ledger",
+                        "default": "",
+                        "sensitive": True,
+                    },
+                    "enforce_gates": {
+                        "description": "Cluster policy: a DAG with a training task that has no consent gate "
+                        "(ConsentGateOperator or ConsentPolicySensor) upstream fails to import. Off only when "
+                        "set to False explicitly.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": None,
+                        "default": "True",
+                    },
+                    "enforce_clearance": {
+                        "description": "Run-time clearance: a training task refuses to start unless the ledger "
+                        "holds an allow decision of this DAG run for each partition its upstream gates check, "
+                        "with the fingerprint now on disk. Off only when set to False explicitly.",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": None,
+                        "default": "True",
+                    },
+                    "training_tags": {
+                        "description": "DAG tags, comma-separated, that make a DAG a training DAG: each of its "
+                        "tasks that is not a gate and does not feed a gate is a training task.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "training, ml-training",
+                        "default": "training",
+                    },
+                    "training_operators": {
+                        "description": "Operator classes, comma-separated, that are training tasks wherever they "
+                        "appear: a class name or dotted path of the class or any base class; * and ? wildcards.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "SageMakerTrainingOperator, mycompany.ml.operators.*",
+                        "default": "*TrainingOperator, *TrainingJobOperator, *TuningJobOperator",
+                    },
+                    "training_outlet_patterns": {
+                        "description": "Asset URI (or name) patterns, comma-separated, with * and ? wildcards: a "
+                        "task with a matching outlet produces a model and is a training task.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "model://*, s3://ml-models/*",
+                        "default": "model://*, models://*",
+                    },
+                    "enforcement": {
+                        "description": "Default enforcement mode of every rule: deny (blocks), warn (passes; "
+                        "violations logged and reported) or dryrun (passes; violations only recorded). A gate's "
+                        "own enforcement argument replaces this default; rule_enforcement overrides both.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "warn",
+                        "default": "deny",
+                    },
+                    "rule_enforcement": {
+                        "description": "Per-rule modes, RULE_ID=MODE separated by commas, winning over every "
+                        "other setting: ship a new rule in dryrun first.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "PROV-004=warn, EVIDENCE-001=dryrun",
+                        "default": "",
                     },
                 },
             }

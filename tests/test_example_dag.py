@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from airflow_consent.sample_data import generate_profile_photos
+from dag_runs import airflow_db, parse, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "train_face_recognition"
@@ -16,55 +17,19 @@ DAG_ID = "train_face_recognition"
 OKCUPID_RULES = {"CONSENT-001", "CONSENT-002", "PROV-001", "PROV-003"}
 
 
-@pytest.fixture(scope="module")
-def airflow_db():
-    from airflow.utils import db
-
-    db.resetdb(skip_init=False)
-
-
-def load_dags(folder: Path) -> dict:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(folder))
-    assert bag.import_errors == {}
-    return bag.dags
-
-
-def run(folder: Path, dag_id: str) -> tuple[dict[str, str], object]:
-    """Parse ``folder`` as the dag processor would, run ``dag_id`` with dag.test(); return task states and the run."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-
-    bag = DagBag(dag_folder=str(folder))
-    assert bag.import_errors == {}
-    DagBundlesManager().sync_bundles_to_db()
-    sync_bag_to_db(bag, "dags-folder", None)  # dag.test() runs the serialized DAG
-    dag_run = bag.dags[dag_id].test()
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}, dag_run
-
-
 def gate_report(dag_run) -> dict:
-    from airflow.models.xcom import XComModel
-    from airflow.settings import Session
-
-    with Session() as session:
-        row = session.scalars(
-            XComModel.get_many(run_id=dag_run.run_id, dag_ids=DAG_ID, task_ids="consent_gate", key="gate_report")
-        ).one()
-        value = XComModel.deserialize_value(row)
-    return json.loads(value) if isinstance(value, str) else value
+    return xcom(dag_run, "consent_gate", key="gate_report")
 
 
 def test_every_example_dag_loads_without_import_errors():
-    assert DAG_ID in load_dags(REPO / "dags")
+    assert DAG_ID in parse(REPO / "dags")
 
 
 def test_example_denies_okcupid_and_stock_and_never_trains(airflow_db, tmp_path, monkeypatch, capfd):
     generate_profile_photos(tmp_path)
     monkeypatch.setenv("AIRFLOW_CONSENT_SAMPLE_DATA", str(tmp_path))
 
-    states, dag_run = run(REPO / "dags", DAG_ID)
+    states, dag_run = run_dag(REPO / "dags", DAG_ID)
 
     assert states == {"consent_gate": "failed", "train": "upstream_failed"}
     report = gate_report(dag_run)
@@ -87,7 +52,7 @@ def test_example_trains_when_only_studio_partitions_are_present(airflow_db, tmp_
     generate_profile_photos(tmp_path, sources=("studio_optin",))
     monkeypatch.setenv("AIRFLOW_CONSENT_SAMPLE_DATA", str(tmp_path))
 
-    states, dag_run = run(REPO / "dags", DAG_ID)
+    states, dag_run = run_dag(REPO / "dags", DAG_ID)
 
     assert states == {"consent_gate": "success", "train": "success"}
     report = gate_report(dag_run)
@@ -117,7 +82,7 @@ def test_gate_blocks_when_the_opa_server_is_down(airflow_db, tmp_path, monkeypat
     conn = {"conn_type": "opa", "host": "127.0.0.1", "port": port, "extra": {"retries": 0, "timeout": 2}}
     monkeypatch.setenv("AIRFLOW_CONN_OPA_DOWN", json.dumps(conn))
 
-    states, _ = run(dags, "gate_engine_down")
+    states, _ = run_dag(dags, "gate_engine_down")
 
     assert states == {"consent_gate": "failed", "train": "upstream_failed"}
     output = capfd.readouterr()

@@ -22,6 +22,8 @@ class PolicyEngine(Protocol):
 
     def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer: ...
 
+    async def aevaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer: ...
+
 
 def describe_opa_errors(errors: list) -> str:
     """OPA's error list (from ``opa eval`` or the REST API) as one line per error with its location."""
@@ -31,3 +33,14 @@ def describe_opa_errors(errors: list) -> str:
         where = f"{location.get('file', '')}:{location.get('row', '')}: " if location else ""
         lines.append(f"{where}{error.get('code', 'error')}: {error.get('message', error)}")
     return "; ".join(lines)
+
+
+def engine_for(opa_conn_id: str | None, policy_path: str | None = None) -> PolicyEngine:
+    """The OPA server behind ``opa_conn_id``, else the local binary over ``policy_path`` (or the shipped policies)."""
+    if opa_conn_id:
+        from airflow_consent.hooks.opa import OpaHook
+
+        return OpaHook(opa_conn_id=opa_conn_id)
+    from airflow_consent.engines.local import LocalOpaEngine
+
+    return LocalOpaEngine(policy_path=policy_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from functools import cached_property
@@ -37,9 +38,7 @@ class LocalOpaEngine:
         return binary_version(self.opa_binary)
 
     def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
-        query = "data." + entrypoint.strip("/").replace("/", ".")
-        command = [str(self.opa_binary), "eval", "--bundle", str(self.policy_path), "--stdin-input",
-                   "--format", "json", "--strict-builtin-errors", query]
+        command, query = self._command(entrypoint)
         try:
             done = subprocess.run(command, input=json.dumps(policy_input), capture_output=True, text=True,
                                   timeout=self.timeout)
@@ -47,12 +46,37 @@ class LocalOpaEngine:
             raise EngineTimeout(f"opa eval did not answer within {self.timeout:g} s", engine=self.name) from exc
         except OSError as exc:
             raise EngineUnreachable(f"cannot run {self.opa_binary}: {exc}", engine=self.name) from exc
-        if done.returncode != 0:
-            raise PolicyError(_describe_errors(done.stdout, done.stderr), engine=self.name)
+        return self._answer(query, done.returncode, done.stdout, done.stderr)
+
+    async def aevaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
+        """``evaluate`` without blocking the event loop (for the triggerer)."""
+        command, query = self._command(entrypoint)
         try:
-            results = json.loads(done.stdout).get("result")
+            process = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+        except OSError as exc:
+            raise EngineUnreachable(f"cannot run {self.opa_binary}: {exc}", engine=self.name) from exc
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(json.dumps(policy_input).encode()), self.timeout)
+        except TimeoutError as exc:
+            process.kill()
+            await process.wait()
+            raise EngineTimeout(f"opa eval did not answer within {self.timeout:g} s", engine=self.name) from exc
+        return self._answer(query, process.returncode, stdout.decode(), stderr.decode())
+
+    def _command(self, entrypoint: str) -> tuple[list[str], str]:
+        query = "data." + entrypoint.strip("/").replace("/", ".")
+        return [str(self.opa_binary), "eval", "--bundle", str(self.policy_path), "--stdin-input",
+                "--format", "json", "--strict-builtin-errors", query], query
+
+    def _answer(self, query: str, returncode: int | None, stdout: str, stderr: str) -> EngineAnswer:
+        if returncode != 0:
+            raise PolicyError(_describe_errors(stdout, stderr), engine=self.name)
+        try:
+            results = json.loads(stdout).get("result")
         except json.JSONDecodeError as exc:
-            raise PolicyError(f"opa eval printed no JSON: {done.stdout[:500]!r}", engine=self.name) from exc
+            raise PolicyError(f"opa eval printed no JSON: {stdout[:500]!r}", engine=self.name) from exc
         if not results:
             raise UndefinedDecision(f"{query} is undefined for this input: is the entrypoint right?",
                                     engine=self.name)

@@ -55,21 +55,26 @@ class OpaHook(BaseHook):
         if self._client is None:
             from opa_client.opa import OpaClient
 
-            conn = self.get_connection(self.opa_conn_id)
-            extra = conn.extra_dejson
-            host, port, ssl = _address(conn.host, conn.port, conn.schema)
-            try:
-                self._settings = {"timeout": float(extra.get("timeout", 30)), "retries": int(extra.get("retries", 2))}
-            except (TypeError, ValueError) as exc:
-                raise ConsentConfigurationError(f"connection {self.opa_conn_id!r}: bad timeout/retries: {exc}") from exc
-            cert = (extra["client_cert"], extra["client_key"]) if extra.get("client_cert") else None
-            client = OpaClient(host=host, port=port, ssl=ssl, cert=cert, token=conn.password or None,
-                               timeout=self._settings["timeout"], retries=0)
-            if ssl and extra.get("ca_bundle"):
+            settings = self._client_settings(self.get_connection(self.opa_conn_id))
+            ca_bundle = settings.pop("ca_bundle")
+            self._settings = {"timeout": settings["timeout"], "retries": settings.pop("retries")}
+            client = OpaClient(**settings, retries=0)  # retried here, with tenacity, on transient errors
+            if ca_bundle:
                 # OpaClient has no CA-bundle parameter; its requests session takes one.
-                client._session.verify = extra["ca_bundle"]
+                client._session.verify = ca_bundle
             self._client = client
         return self._client
+
+    def _client_settings(self, conn) -> dict[str, Any]:
+        extra = conn.extra_dejson
+        host, port, ssl = _address(conn.host, conn.port, conn.schema)
+        try:
+            timeout, retries = float(extra.get("timeout", 30)), int(extra.get("retries", 2))
+        except (TypeError, ValueError) as exc:
+            raise ConsentConfigurationError(f"connection {self.opa_conn_id!r}: bad timeout/retries: {exc}") from exc
+        cert = (extra["client_cert"], extra["client_key"]) if extra.get("client_cert") else None
+        return {"host": host, "port": port, "ssl": ssl, "cert": cert, "token": conn.password or None,
+                "timeout": timeout, "retries": retries, "ca_bundle": extra.get("ca_bundle") if ssl else None}
 
     def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
         """One batched query of ``entrypoint`` (e.g. ``consent/main/decision``) over the whole input."""
@@ -82,7 +87,36 @@ class OpaHook(BaseHook):
             wait=tenacity.wait_exponential(multiplier=0.5, max=5),
             reraise=True,
         )
-        answer = retrying(self._query, client, policy_input, entrypoint)
+        return self._answer(retrying(self._query, client, policy_input, entrypoint), entrypoint)
+
+    async def aevaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
+        """``evaluate`` for the triggerer: ``AsyncOpaClient``, connection read without blocking.
+
+        The async client verifies TLS against the system CA store (``SSL_CERT_FILE`` applies); the
+        connection's ``ca_bundle`` is not supported here.
+        """
+        import aiohttp
+        from opa_client.opa_async import AsyncOpaClient
+
+        settings = self._client_settings(await self.aget_connection(self.opa_conn_id))
+        settings.pop("ca_bundle")
+        async with AsyncOpaClient(**settings) as client:  # retries connection errors and 502/503/504
+            try:
+                answer = await client.query_rule(policy_input, entrypoint.strip("/"), query_params=QUERY_PARAMS)
+            except TimeoutError as exc:
+                raise EngineTimeout(f"no answer within {client.timeout:g} s from {client.root_url}",
+                                    engine=self.name) from exc
+            except aiohttp.ClientResponseError as exc:
+                raise EngineHTTPError(f"HTTP {exc.status} from {exc.request_info.url}: {exc.message}",
+                                      engine=self.name, status=exc.status) from exc
+            except aiohttp.ClientConnectionError as exc:
+                raise EngineUnreachable(f"cannot connect to {client.root_url}: {exc}", engine=self.name) from exc
+            except (aiohttp.ContentTypeError, ValueError) as exc:
+                raise MalformedDecision(f"the answer from {client.root_url} is not JSON: {exc}",
+                                        engine=self.name) from exc
+        return self._answer(answer, entrypoint)
+
+    def _answer(self, answer: Any, entrypoint: str) -> EngineAnswer:
         if not isinstance(answer, dict):
             raise MalformedDecision(f"expected a JSON object, got {type(answer).__name__}", engine=self.name)
         if "result" not in answer:

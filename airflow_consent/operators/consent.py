@@ -1,6 +1,8 @@
-"""ConsentGateOperator: blocks the tasks downstream unless every input partition passes the policies.
+"""ConsentGateOperator: blocks the tasks downstream unless the input partitions pass the policies.
 
-Cheap to import: pyarrow, the OPA client and great_expectations are imported only in ``execute``.
+``ConsentGateMixin`` holds what the operator and ``ConsentPolicySensor`` share: arguments checked
+at parse time, one evaluation, and publishing the result. Cheap to import: pyarrow, the OPA client
+and great_expectations are imported only when a task runs.
 """
 
 from __future__ import annotations
@@ -13,22 +15,35 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_consent.enforcement import MODES, ON_VIOLATION
 from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.policies import purpose_taxonomy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_consent.config import ConsentSettings
+    from airflow_consent.enforcement import Enforcement, Outcome
     from airflow_consent.engines import PolicyEngine
     from airflow_consent.gate import DatasetSpec
+    from airflow_consent.models import GateReport, GateRequest
 
 XCOM_REPORT_KEY = "gate_report"
+GATE_TEMPLATE_FIELDS = ("datasets", "purpose", "partition_filter", "model")
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 _FILTER_OPS = {"=", "==", "!=", "<", ">", "<=", ">=", "in", "not in"}
 
 
-class ConsentGateOperator(BaseOperator):
-    """Fail unless OPA allows every partition of ``datasets`` for ``purpose``.
+class ConsentGateDenied(AirflowFailException):
+    """The policies blocked the gate: fails the task without retries; carries the gate report."""
+
+    def __init__(self, message: str, report: GateReport):
+        super().__init__(message)
+        self.report = report
+
+
+class ConsentGateMixin:
+    """Arguments, evaluation and publishing shared by the gate operator and the sensor.
 
     :param datasets: dataset URIs (local paths or fsspec URIs) or Airflow ``Asset``s, hive-partitioned.
     :param purpose: the training purpose, an id of the purpose taxonomy (templated).
@@ -39,13 +54,167 @@ class ConsentGateOperator(BaseOperator):
         when that is empty the shipped policies are evaluated by a local opa binary.
     :param policy_path: policies for the local engine (default ``[consent] policy_path`` or shipped).
     :param model: the model being trained, recorded in the request.
-
-    A denial fails the task without retries (``AirflowFailException``) and lists each denied partition,
-    rule and remediation; an engine failure raises and is retried. The gate report is pushed to XCom
-    under the key ``gate_report``.
+    :param enforcement: ``deny`` / ``warn`` / ``dryrun`` for rules the platform's
+        ``[consent] rule_enforcement`` does not set; default ``[consent] enforcement``.
+    :param on_violation: ``fail`` the gate when a partition is blocked, or ``exclude`` blocked
+        partitions and pass the others (failing when none is left).
+    :param approved_asset: an Asset that receives an event when the gate passes, whose ``extra``
+        carries the decision id, purpose, policy revision and the approved partitions.
     """
 
-    template_fields: Sequence[str] = ("datasets", "purpose", "partition_filter", "model")
+    datasets: list[str | Asset]
+    purpose: str
+    partition_filter: list | None
+    model: str | None
+
+    def _init_gate(
+        self,
+        *,
+        datasets: Sequence[str | Asset] | str | Asset,
+        purpose: str,
+        partition_filter: list | None,
+        entrypoint: str | None,
+        opa_conn_id: str | None,
+        policy_path: str | None,
+        model: str | None,
+        enforcement: str | None,
+        on_violation: str,
+        approved_asset: Asset | None,
+    ) -> None:
+        self.datasets = [datasets] if isinstance(datasets, (str, Asset)) else list(datasets)
+        self.purpose = purpose
+        self.partition_filter = partition_filter
+        self.entrypoint = entrypoint
+        self.opa_conn_id = opa_conn_id
+        self.policy_path = policy_path
+        self.model = model
+        self.enforcement = enforcement
+        self.on_violation = on_violation
+        self.approved_asset = approved_asset
+        self._validate_gate()
+
+    def _validate_gate(self) -> None:
+        """Catch what can be caught when the DAG is parsed."""
+        task = self.task_id  # type: ignore[attr-defined]
+        if not self.datasets:
+            raise ConsentConfigurationError(f"{task}: datasets is empty")
+        for dataset in self.datasets:
+            if not isinstance(dataset, (str, Asset)) or not str(getattr(dataset, "uri", dataset)).strip():
+                raise ConsentConfigurationError(f"{task}: a dataset must be a URI or an Asset, not {dataset!r}")
+        if self.entrypoint is not None and not _ENTRYPOINT.match(self.entrypoint):
+            raise ConsentConfigurationError(
+                f"{task}: entrypoint {self.entrypoint!r} must be a policy path like 'consent/main/decision'"
+            )
+        if self.partition_filter is not None:
+            _validate_filter(task, self.partition_filter)
+        if not isinstance(self.purpose, str):
+            raise ConsentConfigurationError(f"{task}: purpose must be a string, not {self.purpose!r}")
+        if "{{" not in self.purpose and self.opa_conn_id is None and self.policy_path is None:
+            _validate_purpose(task, self.purpose)
+        if self.enforcement is not None and self.enforcement not in MODES:
+            raise ConsentConfigurationError(f"{task}: enforcement {self.enforcement!r} is not one of {MODES}")
+        if self.on_violation not in ON_VIOLATION:
+            raise ConsentConfigurationError(f"{task}: on_violation {self.on_violation!r} is not one of {ON_VIOLATION}")
+        if self.approved_asset is not None and not isinstance(self.approved_asset, Asset):
+            raise ConsentConfigurationError(f"{task}: approved_asset must be an Asset, not {self.approved_asset!r}")
+
+    # --- at run time -------------------------------------------------------------------------
+
+    def _gate_request(self, context: Context) -> GateRequest:
+        from airflow_consent.models import GateRequest, Requester
+
+        dag_run = context.get("dag_run")
+        user = getattr(dag_run, "triggering_user_name", None)
+        return GateRequest(
+            purpose=self.purpose,
+            model=self.model,
+            dag_id=self.dag_id,  # type: ignore[attr-defined]
+            run_id=context.get("run_id"),
+            task_id=self.task_id,  # type: ignore[attr-defined]
+            requested_by=Requester(kind="user", id=user) if user else Requester(kind="dag", id=self.dag_id),  # type: ignore[attr-defined]
+            evaluated_at=datetime.now(timezone.utc),
+        )
+
+    def _evaluate(self, context: Context) -> GateReport:
+        """One evaluation: discover, ask OPA once, apply enforcement modes, log the report."""
+        from airflow_consent.config import settings
+        from airflow_consent.gate import evaluate_gate
+        from airflow_consent.report import render_text
+
+        config = settings()
+        request = self._gate_request(context)
+        report = evaluate_gate(
+            request,
+            self._dataset_specs(),
+            self._engine(config),
+            entrypoint=self.entrypoint or config.entrypoint,
+            partition_filter=self.partition_filter or None,
+            logger=self.log,  # type: ignore[attr-defined]
+        )
+        enforcement = self._enforcement(config)
+        report = enforcement.apply(report)
+        from airflow_consent.ledger import Ledger
+
+        # Fail closed: a decision that cannot be recorded raises LedgerError, and the task is retried.
+        with Ledger(config.ledger_url) as ledger:
+            recorded = ledger.record(report, request, mode=enforcement.default, input_digest=report.input_digest or "")
+        if recorded:
+            self.log.info("Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %s",  # type: ignore[attr-defined]
+                          len(recorded), ledger.display_url, recorded[0].seq, recorded[-1].seq, recorded[-1].record_hash)
+        self.log.info("%s", render_text(report))  # type: ignore[attr-defined]
+        if not report.blocked and report.denied:
+            self.log.warning("Partitions with violations not enforced (warn/dryrun): %s",  # type: ignore[attr-defined]
+                             ", ".join(p.id for p in report.denied))
+        return report
+
+    def _publish(self, context: Context, report: GateReport, outcome: Outcome) -> list[dict]:
+        """Push the report to XCom and, when the gate passes, the approved-asset event; return the approved."""
+        context["ti"].xcom_push(key=XCOM_REPORT_KEY, value=report.model_dump(mode="json"))
+        approved = [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in outcome.approved]
+        for partition in outcome.excluded:
+            self.log.warning("Excluded %s: %s", partition.id,  # type: ignore[attr-defined]
+                             "; ".join(f"{v.rule_id} {v.message}" for v in partition.violations))
+        if outcome.passed and self.approved_asset is not None:
+            context["outlet_events"][self.approved_asset].extra = {
+                "decision_id": report.decision_id,
+                "purpose": report.purpose,
+                "policy_revision": report.policy_revision,
+                "opa_version": report.opa_version,
+                "approved_partitions": approved,
+                "excluded_partitions": [p.id for p in outcome.excluded],
+            }
+        return approved
+
+    def _dataset_specs(self) -> list[DatasetSpec]:
+        from airflow_consent.gate import DatasetSpec
+
+        return [
+            DatasetSpec(uri=d.uri, name=d.name) if isinstance(d, Asset) else DatasetSpec(uri=str(d))
+            for d in self.datasets
+        ]
+
+    def _engine(self, config: ConsentSettings) -> PolicyEngine:
+        from airflow_consent.engines import engine_for
+
+        return engine_for(self.opa_conn_id or config.opa_conn_id, self.policy_path or config.policy_path)
+
+    def _enforcement(self, config: ConsentSettings) -> Enforcement:
+        from airflow_consent.enforcement import Enforcement, check_mode, parse_rule_modes
+
+        default = self.enforcement or check_mode(config.enforcement, "[consent] enforcement")
+        return Enforcement(default=default, per_rule=parse_rule_modes(config.rule_enforcement))  # type: ignore[arg-type]
+
+
+class ConsentGateOperator(ConsentGateMixin, BaseOperator):
+    """Fail unless OPA allows the partitions of ``datasets`` for ``purpose``.
+
+    A blocked gate fails without retries (``ConsentGateDenied``) listing each blocked partition,
+    rule and remediation; an engine failure raises and is retried. The gate report is in XCom
+    under ``gate_report``; the approved partitions (id, uri, fingerprint) are the return value.
+    The arguments are described on ``ConsentGateMixin``.
+    """
+
+    template_fields: Sequence[str] = GATE_TEMPLATE_FIELDS
     ui_color = "#f6d8a8"
 
     def __init__(
@@ -58,85 +227,31 @@ class ConsentGateOperator(BaseOperator):
         opa_conn_id: str | None = None,
         policy_path: str | None = None,
         model: str | None = None,
+        enforcement: str | None = None,
+        on_violation: str = "fail",
+        approved_asset: Asset | None = None,
         **kwargs: Any,
     ) -> None:
+        if approved_asset is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), approved_asset]
         super().__init__(**kwargs)
-        self.datasets = [datasets] if isinstance(datasets, (str, Asset)) else list(datasets)
-        self.purpose = purpose
-        self.partition_filter = partition_filter
-        self.entrypoint = entrypoint
-        self.opa_conn_id = opa_conn_id
-        self.policy_path = policy_path
-        self.model = model
-        self._validate()
+        self._init_gate(datasets=datasets, purpose=purpose, partition_filter=partition_filter,
+                        entrypoint=entrypoint, opa_conn_id=opa_conn_id, policy_path=policy_path, model=model,
+                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset)
 
-    def _validate(self) -> None:
-        """Catch what can be caught when the DAG is parsed."""
-        if not self.datasets:
-            raise ConsentConfigurationError(f"{self.task_id}: datasets is empty")
-        for dataset in self.datasets:
-            if not isinstance(dataset, (str, Asset)) or not str(getattr(dataset, "uri", dataset)).strip():
-                raise ConsentConfigurationError(f"{self.task_id}: a dataset must be a URI or an Asset, not {dataset!r}")
-        if self.entrypoint is not None and not _ENTRYPOINT.match(self.entrypoint):
-            raise ConsentConfigurationError(
-                f"{self.task_id}: entrypoint {self.entrypoint!r} must be a policy path like 'consent/main/decision'"
-            )
-        if self.partition_filter is not None:
-            _validate_filter(self.task_id, self.partition_filter)
-        if "{{" not in self.purpose and self.opa_conn_id is None and self.policy_path is None:
-            _validate_purpose(self.task_id, self.purpose)
+    def execute(self, context: Context) -> list[dict]:
+        from airflow_consent.enforcement import outcome
+        from airflow_consent.report import denial_message
 
-    def execute(self, context: Context) -> None:
-        from airflow_consent.config import settings
-        from airflow_consent.gate import evaluate_gate
-        from airflow_consent.models import GateRequest, Requester
-        from airflow_consent.report import denial_message, render_text
-
-        config = settings()
-        dag_run = context.get("dag_run")
-        user = getattr(dag_run, "triggering_user_name", None)
-        request = GateRequest(
-            purpose=self.purpose,
-            model=self.model,
-            dag_id=self.dag_id,
-            run_id=context.get("run_id"),
-            task_id=self.task_id,
-            requested_by=Requester(kind="user", id=user) if user else Requester(kind="dag", id=self.dag_id),
-            evaluated_at=datetime.now(timezone.utc),
-        )
         try:
-            report = evaluate_gate(
-                request,
-                self._dataset_specs(),
-                self._engine(config),
-                entrypoint=self.entrypoint or config.entrypoint,
-                partition_filter=self.partition_filter or None,
-                logger=self.log,
-            )
+            report = self._evaluate(context)
         except ConsentConfigurationError as exc:
             raise AirflowFailException(f"consent gate misconfigured: {exc}") from exc
-        self.log.info("%s", render_text(report))
-        context["ti"].xcom_push(key=XCOM_REPORT_KEY, value=report.model_dump(mode="json"))
-        if not report.allow:
-            raise AirflowFailException(denial_message(report))
-
-    def _dataset_specs(self) -> list[DatasetSpec]:
-        from airflow_consent.gate import DatasetSpec
-
-        return [
-            DatasetSpec(uri=d.uri, name=d.name) if isinstance(d, Asset) else DatasetSpec(uri=str(d))
-            for d in self.datasets
-        ]
-
-    def _engine(self, config) -> PolicyEngine:
-        conn_id = self.opa_conn_id or config.opa_conn_id
-        if conn_id:
-            from airflow_consent.hooks.opa import OpaHook
-
-            return OpaHook(opa_conn_id=conn_id)
-        from airflow_consent.engines.local import LocalOpaEngine
-
-        return LocalOpaEngine(policy_path=self.policy_path or config.policy_path)
+        result = outcome(report, self.on_violation)  # type: ignore[arg-type]
+        approved = self._publish(context, report, result)
+        if not result.passed:
+            raise ConsentGateDenied(denial_message(report), report)
+        return approved
 
 
 def _validate_purpose(task_id: str, purpose: str) -> None:

@@ -1,0 +1,122 @@
+"""What one ledger record holds and how it is hashed; no database code.
+
+A record's ``record_hash`` is ``sha256`` over the canonical JSON of its stored content and its
+``prev_hash``, the ``record_hash`` of the record appended just before it (``GENESIS`` for the
+first). Its sequence number is not hashed: the chain of ``prev_hash`` links fixes each record's
+position, and the verifier checks that the numbering agrees with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+GENESIS = "sha256:" + "0" * 64
+HASH_VERSION = 1
+
+# Stored columns covered by record_hash, in no particular order (canonical JSON sorts the keys).
+HASHED_FIELDS = (
+    "decision_id",
+    "recorded_at",
+    "evaluated_at",
+    "dag_id",
+    "run_id",
+    "task_id",
+    "purpose",
+    "model",
+    "requested_by",
+    "partition_id",
+    "partition_uri",
+    "fingerprint",
+    "engine",
+    "entrypoint",
+    "opa_version",
+    "policy_revision",
+    "input_digest",
+    "mode",
+    "allow",
+    "violations",
+    "prev_hash",
+)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, UTF-8 kept: the same document always gives the same text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def input_digest(policy_input: dict) -> str:
+    """``sha256:<hex>`` of the canonical JSON of a policy input document (as sent to OPA)."""
+    return sha256_digest(canonical_json(policy_input))
+
+
+def timestamp(moment: datetime) -> str:
+    """The stored form of a time: UTC, ISO 8601, microseconds (naive times are taken as UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def record_hash(row: Mapping[str, Any]) -> str:
+    """The hash a stored row must carry: over its hashed columns, as stored."""
+    payload = {name: row[name] for name in HASHED_FIELDS}
+    payload["hash_version"] = HASH_VERSION
+    return sha256_digest(canonical_json(payload))
+
+
+class LedgerRecord(BaseModel):
+    """One partition's decision in one gate evaluation, as appended to the ledger."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    decision_id: str
+    recorded_at: datetime
+    evaluated_at: datetime
+    dag_id: str | None
+    run_id: str | None
+    task_id: str | None
+    purpose: str
+    model: str | None
+    requested_by: str | None
+    partition_id: str
+    partition_uri: str
+    fingerprint: str
+    engine: str
+    entrypoint: str
+    opa_version: str | None
+    policy_revision: str | None
+    input_digest: str
+    mode: str
+    allow: bool
+    violations: list[dict[str, Any]]
+    prev_hash: str
+    record_hash: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LedgerRecord:
+        """Build from a stored row (times as ISO text, violations as JSON text)."""
+        values = dict(row)
+        values["violations"] = json.loads(values["violations"])
+        return cls.model_validate(values)
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored form of this record: what ``record_hash`` covers."""
+        row = self.model_dump()
+        row["recorded_at"] = timestamp(self.recorded_at)
+        row["evaluated_at"] = timestamp(self.evaluated_at)
+        row["violations"] = canonical_json(self.violations)
+        return row
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [str(v.get("rule_id", "?")) for v in self.violations]

@@ -1,0 +1,332 @@
+"""The decision ledger in a database: SQLite by default, PostgreSQL for shared deployments.
+
+Appends are serialized so the chain never forks: SQLite takes the database write lock up front
+(``BEGIN IMMEDIATE``, waiting up to the busy timeout), PostgreSQL a transaction-scoped advisory
+lock. Under the lock an append reads the head, checks it against the last record, chains the new
+records onto it, inserts them and moves the head, all in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from airflow_consent.errors import ConsentConfigurationError, LedgerError, LedgerTampered
+from airflow_consent.ledger.records import GENESIS, LedgerRecord, canonical_json, record_hash, timestamp
+from airflow_consent.ledger.schema import HEAD_ID, head_table, ledger_table, metadata, trigger_ddl
+from airflow_consent.ledger.verify import Head, VerifyResult, verify_chain
+
+if TYPE_CHECKING:
+    from airflow_consent.models import GateReport, GateRequest
+
+SQLITE_BUSY_TIMEOUT_S = 60
+_ADVISORY_LOCK_KEY = int.from_bytes(hashlib.sha256(b"airflow-consent ledger").digest()[:8], "big", signed=True)
+_WRITE = "consent_ledger_write"
+_CHUNK = 500
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` for psycopg 3; refuse backends that are not supported."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError as exc:
+        raise ConsentConfigurationError(f"[consent] ledger_url {url!r} is not a database URL: {exc}") from exc
+    if backend not in ("sqlite", "postgresql"):
+        raise ConsentConfigurationError(f"[consent] ledger_url: {backend} is not supported; use sqlite or postgresql")
+    return url
+
+
+class Ledger:
+    """Append-only, hash-chained record of every gate decision, one record per partition.
+
+    :param url: a SQLAlchemy URL (``sqlite:///path`` or ``postgresql://user@host/db``); default
+        ``[consent] ledger_url``, which defaults to ``sqlite:///$AIRFLOW_HOME/consent_ledger.db``.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        if url is None:
+            from airflow_consent.config import settings
+
+            url = settings().ledger_url
+        self.url = normalize_url(url)
+        self.dialect = make_url(self.url).get_backend_name()
+        self._engine: Engine | None = None
+        self._schema_ready = False
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.display_url!r})"
+
+    @property
+    def display_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def record(
+        self, report: GateReport, request: GateRequest, *, mode: str, input_digest: str
+    ) -> list[LedgerRecord]:
+        """Append one record per partition of ``report``, atomically and in order; return them."""
+        if not mode or not mode.isidentifier():
+            raise ValueError(f"mode must be a word like 'deny', not {mode!r}")
+        if not (input_digest or "").startswith("sha256:"):
+            raise ValueError(f"input_digest must be 'sha256:<hex>', not {input_digest!r}")
+        requester = request.requested_by
+        common = {
+            "decision_id": report.decision_id,
+            "evaluated_at": timestamp(report.evaluated_at),
+            "dag_id": request.dag_id,
+            "run_id": request.run_id,
+            "task_id": request.task_id,
+            "purpose": report.purpose,
+            "model": request.model,
+            "requested_by": f"{requester.kind}:{requester.id}" if requester else None,
+            "engine": report.engine,
+            "entrypoint": report.entrypoint,
+            "opa_version": report.opa_version,
+            "policy_revision": report.policy_revision,
+            "input_digest": input_digest,
+            "mode": mode,
+        }
+        rows: list[dict[str, Any]] = []
+        try:
+            with self._write() as conn:
+                last = self._locked_head(conn)
+                recorded_at = timestamp(datetime.now(timezone.utc))
+                for seq, partition in enumerate(report.partitions, start=last.seq + 1):
+                    row = {
+                        **common,
+                        "seq": seq,
+                        "recorded_at": recorded_at,
+                        "partition_id": partition.id,
+                        "partition_uri": partition.uri,
+                        "fingerprint": partition.fingerprint,
+                        "allow": partition.allow,
+                        "violations": canonical_json([v.model_dump(mode="json") for v in partition.violations]),
+                        "prev_hash": rows[-1]["record_hash"] if rows else last.hash,
+                    }
+                    row["record_hash"] = record_hash(row)
+                    rows.append(row)
+                if rows:
+                    conn.execute(ledger_table.insert(), rows)
+                    conn.execute(
+                        head_table.update()
+                        .where(head_table.c.id == HEAD_ID)
+                        .values(last_seq=rows[-1]["seq"], last_hash=rows[-1]["record_hash"], updated_at=recorded_at)
+                    )
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"could not append to the consent ledger at {self.display_url}: {exc}") from exc
+        return [LedgerRecord.from_row(row) for row in rows]
+
+    def _locked_head(self, conn: Connection) -> Head:
+        """The head, read under the write lock, after checking the last record still matches it."""
+        if not self._schema_ready:
+            self._create_schema(conn)
+        head = self._head(conn)
+        last = conn.execute(
+            select(ledger_table.c.seq, ledger_table.c.record_hash).order_by(ledger_table.c.seq.desc()).limit(1)
+        ).first()
+        found = Head(last.seq, last.record_hash) if last else Head(0, GENESIS)
+        if head is None or head != found:
+            raise LedgerTampered(
+                f"the consent ledger at {self.display_url} ends at {found} but its head is {head}: refusing to "
+                "append to a tampered ledger; run `airflow-consent ledger verify`"
+            )
+        return head
+
+    def _create_schema(self, conn: Connection) -> None:
+        """Create the tables, triggers and head row once; safe under concurrent first appends."""
+        if not inspect(conn).has_table(ledger_table.name):
+            metadata.create_all(conn)
+            for statement in trigger_ddl(self.dialect):
+                conn.exec_driver_sql(statement)
+            conn.execute(
+                head_table.insert().values(
+                    id=HEAD_ID, last_seq=0, last_hash=GENESIS, updated_at=timestamp(datetime.now(timezone.utc))
+                )
+            )
+        self._schema_ready = True
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def records(
+        self, *, dag_id: str | None = None, run_id: str | None = None, limit: int | None = None
+    ) -> list[LedgerRecord]:
+        """Records in chain order, filtered by DAG and run; with ``limit``, only the latest ``limit``."""
+        query = self._select(dag_id=dag_id, run_id=run_id)
+        if limit is not None:
+            query = query.order_by(ledger_table.c.seq.desc()).limit(limit)
+        else:
+            query = query.order_by(ledger_table.c.seq)
+        with self._read() as conn:
+            if conn is None:
+                return []
+            found = [LedgerRecord.from_row(row._mapping) for row in conn.execute(query)]
+        return sorted(found, key=lambda r: r.seq) if limit is not None else found
+
+    def iter_records(self, *, dag_id: str | None = None, run_id: str | None = None) -> Iterator[LedgerRecord]:
+        """Every record in chain order, streamed (for exports of any size)."""
+        query = self._select(dag_id=dag_id, run_id=run_id).order_by(ledger_table.c.seq)
+        with self._read() as conn:
+            if conn is None:
+                return
+            for row in conn.execution_options(yield_per=2000).execute(query):
+                yield LedgerRecord.from_row(row._mapping)
+
+    def allowed_fingerprints(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """Partition id → fingerprint of its latest decision in this run, where that decision is allow.
+
+        Raises ``LedgerTampered`` when those records fail their hashes or their links to their
+        neighbours: a clearance must never rest on an edited record.
+        """
+        with self._read() as conn:
+            if conn is None:
+                return {}
+            rows = [row._mapping for row in conn.execute(self._select(dag_id=dag_id, run_id=run_id).order_by(ledger_table.c.seq))]
+            self._check_neighbourhood(conn, rows, f"DAG {dag_id!r} run {run_id!r}")
+        latest: dict[str, Mapping[str, Any]] = {}
+        for row in rows:
+            latest[row["partition_id"]] = row
+        return {pid: row["fingerprint"] for pid, row in latest.items() if row["allow"]}
+
+    def head(self) -> Head:
+        """The last record's sequence number and hash (``0:GENESIS`` when empty): publish it as an anchor."""
+        with self._read() as conn:
+            head = self._head(conn) if conn is not None else None
+        return head or Head(0, GENESIS)
+
+    def verify(self, *, anchor: Head | None = None) -> VerifyResult:
+        """Recompute the whole chain; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites."""
+        with self._read() as conn:
+            if conn is None:
+                return verify_chain([], head=None, find_seq=lambda _: None, anchor=anchor)
+            head = self._head(conn)
+
+            def find_seq(digest: str) -> int | None:
+                return conn.execute(select(ledger_table.c.seq).where(ledger_table.c.record_hash == digest)).scalar()
+
+            rows = conn.execution_options(yield_per=2000).execute(select(ledger_table).order_by(ledger_table.c.seq))
+            return verify_chain((row._mapping for row in rows), head=head, find_seq=find_seq, anchor=anchor)
+
+    def _check_neighbourhood(self, conn: Connection, rows: list[Mapping[str, Any]], what: str) -> None:
+        """Each row matches its hash, follows its predecessor, and is followed by its successor (or the head)."""
+        if not rows:
+            return
+        by_seq: dict[int, Mapping[str, Any]] = {row["seq"]: row for row in rows}
+        wanted = sorted({s + d for s in by_seq for d in (-1, 1) if s + d > 0} - set(by_seq))
+        columns = (ledger_table.c.seq, ledger_table.c.prev_hash, ledger_table.c.record_hash)
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            for row in conn.execute(select(*columns).where(ledger_table.c.seq.in_(chunk))):
+                by_seq[row.seq] = row._mapping
+        head = self._head(conn)
+        problems = []
+        for row in rows:
+            seq = row["seq"]
+            before, after = by_seq.get(seq - 1), by_seq.get(seq + 1)
+            if record_hash(row) != row["record_hash"]:
+                problems.append(f"seq {seq} was edited")
+            if row["prev_hash"] != (GENESIS if seq == 1 else before["record_hash"] if before else None):
+                problems.append(f"seq {seq} does not follow seq {seq - 1}")
+            if after is not None and after["prev_hash"] != row["record_hash"]:
+                problems.append(f"seq {seq + 1} does not follow seq {seq}")
+            if after is None and head != Head(seq, row["record_hash"]):
+                problems.append(f"seq {seq} is neither followed by seq {seq + 1} nor the ledger head")
+        if problems:
+            raise LedgerTampered(
+                f"the consent ledger records of {what} do not verify ({'; '.join(problems[:5])}): "
+                "run `airflow-consent ledger verify`"
+            )
+
+    @staticmethod
+    def _select(*, dag_id: str | None, run_id: str | None):
+        query = select(ledger_table)
+        if dag_id is not None:
+            query = query.where(ledger_table.c.dag_id == dag_id)
+        if run_id is not None:
+            query = query.where(ledger_table.c.run_id == run_id)
+        return query
+
+    @staticmethod
+    def _head(conn: Connection) -> Head | None:
+        row = conn.execute(select(head_table.c.last_seq, head_table.c.last_hash).where(head_table.c.id == HEAD_ID)).first()
+        return Head(row.last_seq, row.last_hash) if row else None
+
+    # --- connections -----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = _create_engine(self.url, self.dialect)
+        return self._engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One transaction holding the ledger's write lock."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection | None]:
+        """One consistent snapshot (PostgreSQL: REPEATABLE READ); None when the ledger has no table yet."""
+        try:
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    conn.execution_options(isolation_level="REPEATABLE READ")
+                with conn.begin():
+                    has_table = inspect(conn).has_table(ledger_table.name)
+                    yield conn if has_table else None
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"could not read the consent ledger at {self.display_url}: {exc}") from exc
+
+
+def _create_engine(url: str, dialect: str) -> Engine:
+    """An engine; for SQLite with WAL, a busy timeout, and our own BEGIN (IMMEDIATE for appends)."""
+    if dialect == "postgresql":
+        return create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    database = parsed.database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        from pathlib import Path
+
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    connect_args = {} if "timeout" in parsed.query else {"timeout": SQLITE_BUSY_TIMEOUT_S}
+    engine = create_engine(url, connect_args=connect_args)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy, not sqlite3, emits BEGIN
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
+
+    return engine

@@ -1,0 +1,140 @@
+"""ConsentPolicySensor: wait until the input partitions pass the policies.
+
+It separates *not yet* — no partitions yet, a manifest or attestation missing, consent still being
+re-collected: keep waiting — from *never* — a violation of a rule whose METADATA says
+``recoverable: false``, such as a license that forbids the purpose: fail at once (or skip, with
+``soft_fail``). Poke and reschedule modes poke from a worker; the deferrable mode waits in the
+triggerer (``ConsentPolicyTrigger``) and holds no worker slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.configuration import conf
+from airflow.sdk import Asset, BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+
+from airflow_consent.errors import ConsentConfigurationError, NoPartitionsFound
+from airflow_consent.operators.consent import GATE_TEMPLATE_FIELDS, ConsentGateDenied, ConsentGateMixin
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_consent.models import GateReport
+
+
+class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
+    """Succeed once OPA allows the partitions of ``datasets`` for ``purpose``; fail at once on a
+    non-recoverable violation.
+
+    Takes the gate's arguments (see ``ConsentGateMixin``) and the sensor's (``poke_interval``,
+    ``timeout``, ``mode``, ``soft_fail``, ``exponential_backoff``, ``max_wait``), plus
+    ``deferrable`` (default ``[operators] default_deferrable``). Returns the approved partitions.
+    """
+
+    template_fields: Sequence[str] = GATE_TEMPLATE_FIELDS
+    ui_color = "#f6d8a8"
+
+    def __init__(
+        self,
+        *,
+        datasets: Sequence[str | Asset] | str | Asset,
+        purpose: str,
+        partition_filter: list | None = None,
+        entrypoint: str | None = None,
+        opa_conn_id: str | None = None,
+        policy_path: str | None = None,
+        model: str | None = None,
+        enforcement: str | None = None,
+        on_violation: str = "fail",
+        approved_asset: Asset | None = None,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        **kwargs: Any,
+    ) -> None:
+        if approved_asset is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), approved_asset]
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+        self._init_gate(datasets=datasets, purpose=purpose, partition_filter=partition_filter,
+                        entrypoint=entrypoint, opa_conn_id=opa_conn_id, policy_path=policy_path, model=model,
+                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        try:
+            report = self._evaluate(context)
+        except NoPartitionsFound as exc:
+            self.log.info("Not yet: %s", exc)
+            return False
+        except ConsentConfigurationError as exc:
+            raise AirflowFailException(f"consent sensor misconfigured: {exc}") from exc
+        return self._judge(context, report)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        try:
+            first = self.poke(context)
+        except AirflowFailException as exc:
+            if self.soft_fail:
+                raise AirflowSkipException(f"Skipping due to soft_fail: {exc}") from exc
+            raise
+        if first:
+            return first.xcom_value if isinstance(first, PokeReturnValue) else None
+        self.defer(
+            trigger=self._trigger(context),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> Any:
+        """Resume from the trigger's event (soft_fail and timeouts are handled by the base sensor)."""
+        from airflow_consent.models import GateReport
+
+        status = (event or {}).get("status")
+        if status == "error":
+            raise AirflowException(f"consent sensor: {event['message']}")  # engine failure: retried
+        if status == "misconfigured":
+            raise AirflowFailException(f"consent sensor misconfigured: {event['message']}")
+        if status not in {"passed", "never"}:
+            raise AirflowException(f"consent sensor: unexpected trigger event {event!r}")
+        result = self._judge(context, GateReport.model_validate(event["report"]))
+        if not result:
+            raise AirflowException("consent sensor: the trigger fired but the partitions do not pass yet")
+        return result.xcom_value if isinstance(result, PokeReturnValue) else None
+
+    def _judge(self, context: Context, report: GateReport) -> bool | PokeReturnValue:
+        from airflow_consent.enforcement import wait_verdict
+        from airflow_consent.report import denial_message
+
+        verdict = wait_verdict(report, self.on_violation)  # type: ignore[arg-type]
+        if verdict.state == "wait":
+            self.log.info("Not yet: waiting for %s", ", ".join(p.id for p in verdict.waiting))
+            return False
+        approved = self._publish(context, report, verdict.outcome)
+        if verdict.state == "never":
+            reason = ", ".join(p.id for p in verdict.hopeless) or "no partition left"
+            raise ConsentGateDenied(f"Waiting cannot help ({reason}): {denial_message(report)}", report)
+        return PokeReturnValue(is_done=True, xcom_value=approved)
+
+    def _trigger(self, context: Context):
+        from airflow_consent.config import settings
+        from airflow_consent.triggers.consent import ConsentPolicyTrigger
+
+        config = settings()
+        enforcement = self._enforcement(config)
+        return ConsentPolicyTrigger(
+            request=self._gate_request(context).model_dump(mode="json"),
+            datasets=[{"uri": spec.uri, "name": spec.name} for spec in self._dataset_specs()],
+            entrypoint=self.entrypoint or config.entrypoint,
+            enforcement={"default": enforcement.default, "per_rule": dict(enforcement.per_rule)},
+            on_violation=self.on_violation,
+            poke_interval=self.poke_interval,
+            partition_filter=self.partition_filter or None,
+            opa_conn_id=self.opa_conn_id or config.opa_conn_id,
+            policy_path=self.policy_path or config.policy_path,
+            exponential_backoff=self.exponential_backoff,
+            max_wait=self.max_wait.total_seconds() if isinstance(self.max_wait, timedelta) else self.max_wait,
+        )

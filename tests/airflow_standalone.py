@@ -1,0 +1,375 @@
+"""A real Airflow for integration tests: ``airflow standalone`` in its own home, on a free port.
+
+Use it as a context manager::
+
+    from airflow_standalone import airflow_standalone
+
+    with airflow_standalone(dags_folder, env={"AIRFLOW_CONSENT_SAMPLE_DATA": str(data)}) as airflow:
+        airflow.wait_for_dag("my_dag")
+        airflow.unpause("my_dag")
+        run_id = airflow.trigger("my_dag")
+        assert airflow.wait_for_run("my_dag", run_id) == "success"
+        assert airflow.task_states("my_dag", run_id) == {"gate": "success", "train": "success"}
+        print(airflow.task_log("my_dag", run_id, "train"))
+
+or as a pytest fixture (one instance per module keeps the suite fast; start-up is ~15-25 s)::
+
+    from airflow_standalone import standalone_fixture
+
+    airflow = standalone_fixture(scope="module", dags=lambda root: write_my_dags(root / "dags"),
+                                 env=lambda root: {"AIRFLOW_CONSENT_SAMPLE_DATA": str(root / "data")})
+
+    @pytest.mark.integration
+    def test_something(airflow): ...
+
+What it runs: scheduler, dag-processor, api-server and triggerer (``airflow standalone`` starts them
+from the venv's ``bin``, which is put first on PATH), on SQLite with the LocalExecutor, in a fresh
+temporary ``AIRFLOW_HOME``. Every port it needs (API server, worker and triggerer log servers) is a
+free one, so several instances can run side by side. The inherited environment is cleaned of
+``AIRFLOW*`` variables (a test session's ``AIRFLOW__CORE__UNIT_TEST_MODE`` must not leak in): pass
+what the DAGs need in ``env``. Examples are off and the scheduler / dag-processor intervals are short.
+
+On exit every process it started is stopped: SIGTERM to the process group, SIGKILL after a grace
+period, then a scan of ``/proc`` for any process still carrying this instance's ``AIRFLOW_HOME``;
+a survivor is killed and reported as an error. Output of all components is in
+``<home>/standalone.log`` (its tail is included in start-up and wait failures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+TERMINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+STARTUP_TIMEOUT = 180.0
+_LOG_CONTEXT = frozenset(
+    {"event", "timestamp", "level", "logger", "run_id", "try_number", "dag_id", "ti_id", "map_index", "task_id",
+     "filename", "lineno", "chan", "sources"}
+)
+
+FAST_SETTINGS = {
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+    "AIRFLOW__CORE__PARALLELISM": "8",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "2",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "2",
+    "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+    "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "600",
+    "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "1",
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "1",
+    "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+    "AIRFLOW__SCHEDULER__PARSING_CLEANUP_INTERVAL": "5",
+    "AIRFLOW__API__WORKERS": "1",
+    "AIRFLOW__API__EXPOSE_CONFIG": "False",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class StandaloneAirflow:
+    """A running ``airflow standalone``: its home, its URL and REST helpers with deadlines."""
+
+    def __init__(self, home: Path, port: int, process: subprocess.Popen, log_path: Path):
+        self.home = home
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = process
+        self.log_path = log_path
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.started_in: float | None = None
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def output_tail(self, lines: int = 60) -> str:
+        """The last lines all components wrote (scheduler, dag-processor, api-server, triggerer)."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "<no output>"
+
+    def _check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"airflow standalone exited with {self.process.returncode}:\n{self.output_tail()}")
+
+    def request(self, method: str, path: str, *, expect: Iterable[int] = (200,), **kwargs) -> httpx.Response:
+        """Call the API server; raise with the body and the output tail unless the status is expected."""
+        response = self.client.request(method, path, **kwargs)
+        if response.status_code not in set(expect):
+            raise AssertionError(f"{method} {path} -> {response.status_code}: {response.text[:2000]}")
+        return response
+
+    def _wait(self, what: str, probe: Callable[[], object], timeout: float, interval: float = 0.5) -> object:
+        """Call ``probe`` until it returns something truthy; fail with context after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            self._check_alive()
+            try:
+                result = probe()
+                if result:
+                    return result
+            except (httpx.HTTPError, AssertionError) as exc:
+                last_error = exc
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"timed out after {timeout:.0f} s waiting for {what}"
+                    + (f" (last error: {last_error})" if last_error else "")
+                    + f"\n--- standalone output ---\n{self.output_tail()}"
+                )
+            time.sleep(interval)
+
+    def _wait_ready(self, timeout: float) -> None:
+        started = time.monotonic()
+
+        def api_answers() -> bool:
+            return self.client.get("/api/v2/monitor/health").status_code == 200
+
+        self._wait("the API server to answer", api_answers, timeout)
+        password_file = self.home / "simple_auth_manager_passwords.json.generated"
+        self._wait("the generated admin password", password_file.exists, timeout)
+        password = json.loads(password_file.read_text())["admin"]
+        token = self.request(
+            "POST", "/auth/token", json={"username": "admin", "password": password}, expect=(200, 201)
+        ).json()["access_token"]
+        self.client.headers["Authorization"] = f"Bearer {token}"
+
+        def components_healthy() -> bool:
+            health = self.client.get("/api/v2/monitor/health").json()
+            return all(health.get(c, {}).get("status") == "healthy" for c in ("scheduler", "dag_processor", "triggerer"))
+
+        self._wait("scheduler, dag-processor and triggerer to heartbeat", components_healthy,
+                   max(timeout - (time.monotonic() - started), 5))
+
+    # --- DAGs and runs ---------------------------------------------------------------------
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 60) -> dict:
+        """Wait until the dag-processor has parsed and registered ``dag_id``; return its API record."""
+
+        def parsed() -> dict | None:
+            response = self.client.get(f"/api/v2/dags/{dag_id}")
+            return response.json() if response.status_code == 200 else None
+
+        return self._wait(f"DAG {dag_id!r} to be parsed", parsed, timeout)
+
+    def unpause(self, dag_id: str) -> None:
+        """Unpause ``dag_id`` (new DAGs start paused)."""
+        self.request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: Mapping | None = None) -> str:
+        """Trigger a manual run now; return its run id."""
+        body: dict = {"logical_date": None}
+        if conf is not None:
+            body["conf"] = dict(conf)
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body).json()["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()["state"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """The run's task instances as the API returns them (state, try_number, note, ...)."""
+        return self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances").json()["task_instances"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """task id -> state for every task instance of the run (map indexes collapsed)."""
+        return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+
+    def wait_for_run(self, dag_id: str, run_id: str, *, states: Iterable[str] = TERMINAL_RUN_STATES,
+                     timeout: float = 120) -> str:
+        """Wait until the run reaches one of ``states`` (default: success or failed); return it."""
+        wanted = set(states)
+        return self._wait(f"run {dag_id}/{run_id} to reach {sorted(wanted)}",
+                          lambda: (s := self.run_state(dag_id, run_id)) in wanted and s, timeout)
+
+    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, *,
+                      states: Iterable[str] = TERMINAL_TASK_STATES, timeout: float = 120) -> str:
+        """Wait until ``task_id`` in the run reaches one of ``states``; return it."""
+        wanted = set(states)
+        return self._wait(f"task {dag_id}/{run_id}/{task_id} to reach {sorted(wanted)}",
+                          lambda: (s := self.task_states(dag_id, run_id).get(task_id)) in wanted and s, timeout)
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str, note: str | None = None) -> None:
+        """Mark a task instance ``success``/``failed``/``skipped`` as a UI user would (PATCH)."""
+        body: dict = {"new_state": state}
+        if note is not None:
+            body["note"] = note
+        self.request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json=body)
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
+        """The task's log text for ``try_number`` (default: the latest try)."""
+        if try_number is None:
+            ti = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json()
+            try_number = max(ti["try_number"], 1)
+        response = self.request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"}, headers={"Accept": "application/json"},
+        ).json()
+        content = response.get("content")
+        if not isinstance(content, list):
+            return str(content)
+        return "\n".join(
+            " ".join([str(line.get("event", ""))] + [f"{k}={v}" for k, v in line.items() if k not in _LOG_CONTEXT])
+            if isinstance(line, dict) else str(line)
+            for line in content
+        )
+
+    def import_errors(self) -> list[dict]:
+        """``GET /api/v2/importErrors``: each with ``filename`` and ``stack_trace``."""
+        return self.request("GET", "/api/v2/importErrors", params={"limit": 100}).json()["import_errors"]
+
+    def wait_for_import_error(self, filename_endswith: str, timeout: float = 60) -> dict:
+        """Wait until a DAG file whose path ends with ``filename_endswith`` has an import error."""
+
+        def found() -> dict | None:
+            return next((e for e in self.import_errors() if e["filename"].endswith(filename_endswith)), None)
+
+        return self._wait(f"an import error for {filename_endswith!r}", found, timeout)
+
+
+def _processes_with_home(home: str) -> list[int]:
+    """PIDs of live processes (other than zombies) whose environment has ``AIRFLOW_HOME=home``."""
+    marker = f"AIRFLOW_HOME={home}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            status = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and status.rsplit(")", 1)[-1].split()[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def _stop(process: subprocess.Popen, home: str, grace: float = 15) -> None:
+    """Stop the process group, then make sure nothing carrying this home survives."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and (process.poll() is None or _processes_with_home(home)):
+        time.sleep(0.2)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=10)
+    survivors = _processes_with_home(home)
+    for pid in survivors:  # escaped the group (setsid): still ours, by the unique AIRFLOW_HOME
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.2)
+    if left := _processes_with_home(home):
+        raise RuntimeError(f"processes of the standalone Airflow at {home} survived SIGKILL: {left}")
+    if survivors:
+        raise RuntimeError(f"processes {survivors} escaped the standalone's process group and had to be killed")
+
+
+@contextmanager
+def airflow_standalone(
+    dags_folder: str | os.PathLike,
+    *,
+    env: Mapping[str, str] | None = None,
+    home: str | os.PathLike | None = None,
+    startup_timeout: float = STARTUP_TIMEOUT,
+) -> Iterator[StandaloneAirflow]:
+    """Start ``airflow standalone`` over ``dags_folder``; yield it once it serves; stop everything on exit.
+
+    ``env`` adds or overrides environment variables of every component (``AIRFLOW__SECTION__KEY``
+    settings included). ``home`` defaults to a new temporary directory, removed afterwards.
+    """
+    owns_home = home is None
+    home_path = Path(tempfile.mkdtemp(prefix="airflow-standalone-") if owns_home else home).resolve()
+    home_path.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    venv_bin = str(Path(sys.executable).parent)
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    child_env.update(FAST_SETTINGS)
+    child_env.update(
+        {
+            "AIRFLOW_HOME": str(home_path),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(Path(dags_folder).resolve()),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1",
+            "NO_COLOR": "1",
+        }
+    )
+    child_env.update(env or {})
+    log_path = home_path / "standalone.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [str(Path(venv_bin) / "airflow"), "standalone"],
+            cwd=home_path,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: one killpg stops every component
+        )
+    airflow = StandaloneAirflow(home_path, port, process, log_path)
+    try:
+        airflow._wait_ready(startup_timeout)
+        airflow.started_in = time.monotonic() - started
+        yield airflow
+    finally:
+        airflow.client.close()
+        _stop(process, str(home_path))
+        if owns_home:
+            import shutil
+
+            shutil.rmtree(home_path, ignore_errors=True)
+
+
+def standalone_fixture(
+    *,
+    scope: str = "module",
+    dags: Callable[[Path], Path],
+    env: Callable[[Path], Mapping[str, str]] | None = None,
+):
+    """A pytest fixture yielding a ``StandaloneAirflow``.
+
+    ``dags(root)`` writes the DAG files (and any data) under the fresh directory ``root`` and returns
+    the dags folder; ``env(root)`` returns extra environment variables for the components.
+    """
+
+    @pytest.fixture(scope=scope)
+    def _standalone(tmp_path_factory) -> Iterator[StandaloneAirflow]:
+        root = tmp_path_factory.mktemp("standalone")
+        folder = dags(root)
+        with airflow_standalone(folder, env=env(root) if env else None, home=root / "airflow_home") as airflow:
+            yield airflow
+
+    return _standalone
