@@ -1,0 +1,44 @@
+"""Example: a gate that approves what it can, and a training DAG scheduled on what it approved.
+
+``approve_profile_photos`` runs the consent gate with ``on_violation="exclude"``: the denied
+partitions (okcupid, stock on the sample data) are left out with their reasons, and the approved
+ones are published as an event on the ``approved_profile_photos`` asset, whose ``extra`` carries
+the decision id, purpose, policy revision and each approved partition with its fingerprint.
+``train_on_approved_profile_photos`` is scheduled on that asset and trains on exactly those
+partitions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from airflow.sdk import DAG, Asset, task
+
+from airflow_consent.operators.consent import ConsentGateOperator
+
+SAMPLE_DATA = Path(os.environ.get("AIRFLOW_CONSENT_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
+APPROVED = Asset("approved_profile_photos", uri="consent://approved/profile_photos")
+
+with DAG(dag_id="approve_profile_photos", schedule=None, catchup=False, tags=["consent"]):
+    ConsentGateOperator(
+        task_id="consent_gate",
+        datasets=[Asset("profile_photos", uri=(SAMPLE_DATA / "profile_photos").as_uri())],
+        purpose="face_recognition_training",
+        on_violation="exclude",
+        approved_asset=APPROVED,
+    )
+
+with DAG(dag_id="train_on_approved_profile_photos", schedule=[APPROVED], catchup=False, tags=["consent"]):
+
+    @task
+    def train(triggering_asset_events=None) -> dict:
+        """Stand-in for training: reads only the partitions named in the approval event."""
+        import pyarrow.dataset as ds
+
+        event = triggering_asset_events[APPROVED][-1]  # the latest approval
+        approved = event.extra["approved_partitions"]
+        rows = sum(ds.dataset(p["uri"].removeprefix("file://"), format="parquet").count_rows() for p in approved)
+        return {"decision_id": event.extra["decision_id"], "partitions": len(approved), "rows": rows}
+
+    train()
