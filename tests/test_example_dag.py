@@ -7,7 +7,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from airflow_consent.cli import app
 from airflow_consent.sample_data import generate_profile_photos
 from dag_runs import airflow_db, parse, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
 
@@ -46,6 +48,10 @@ def test_example_denies_okcupid_and_stock_and_never_trains(airflow_db, tmp_path,
     log = output.out + output.err
     assert "Consent gate denied 3 of 5 partition(s) for purpose 'face_recognition_training'" in log
     assert "fix: " in log
+
+    shown = CliRunner().invoke(app, ["report", DAG_ID, "--run-id", dag_run.run_id])
+    assert shown.exit_code == 0
+    assert shown.output.startswith("Consent gate DENIED 3 of 5 partition(s)")
 
 
 def test_example_trains_when_only_studio_partitions_are_present(airflow_db, tmp_path, monkeypatch):
