@@ -42,11 +42,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_opa_server(binary: Path, bundle: Path, port: int | None = None) -> Iterator[str]:
-    """Run ``opa run --server`` on a free loopback port with ``bundle`` loaded; yield its URL."""
+def running_opa_server(binary: Path, bundle: Path | None, port: int | None = None) -> Iterator[str]:
+    """Run ``opa run --server`` on a free loopback port with ``bundle`` loaded (if any); yield its URL."""
     port = port or free_port()
     process = subprocess.Popen(
-        [str(binary), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error", "--bundle", str(bundle)],
+        [str(binary), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
+         *(["--bundle", str(bundle)] if bundle else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -199,3 +199,16 @@ def fake_opa(reply, pass_headers: bool = False) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_hook_uploads_a_policy_as_is_and_refuses_to_rewrite_a_rejected_one(monkeypatch, opa_binary):
+    with running_opa_server(opa_binary, bundle=None) as url:
+        hook = opa_hook(monkeypatch, url)
+        hook.upload_policy("uploaded", 'package uploaded\n\ndecision := {"ok": true}\n')
+        assert hook.evaluate({}, "uploaded/decision").result == {"ok": True}
+
+        v0_syntax = "package legacy\n\nallow { true }\n"  # the client would rewrite this to `allow if`
+        with pytest.raises(PolicyError, match="OPA rejected policy 'legacy'"):
+            hook.upload_policy("legacy", v0_syntax)
+        with pytest.raises(UndefinedDecision):
+            hook.evaluate({}, "legacy/allow")

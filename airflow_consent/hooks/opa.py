@@ -147,8 +147,13 @@ class OpaHook(BaseHook):
             raise MalformedDecision(f"the answer from {client.root_url} is not JSON: {exc}", engine=self.name) from exc
 
     def upload_policy(self, policy_id: str, rego: str) -> None:
-        """PUT one Rego module as-is (no client-side rewriting of rejected policies)."""
-        self.get_conn().update_policy_from_string(rego, policy_id, rego_compat=False)
+        """PUT one Rego module as-is: a module OPA rejects is an error, never silently rewritten."""
+        from opa_client.errors import RegoParseError
+
+        try:
+            self.get_conn().update_policy_from_string(rego, policy_id, rego_compat=False)
+        except RegoParseError as exc:
+            raise PolicyError(f"OPA rejected policy {policy_id!r}: {exc}", engine=self.name) from exc
 
     def test_connection(self) -> tuple[bool, str]:
         """Used by the UI's Test button: is the server healthy?"""
