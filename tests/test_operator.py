@@ -47,9 +47,10 @@ def test_templated_purpose_is_checked_at_run_time_not_parse_time():
     assert gate(purpose="{{ params.purpose }}").purpose == "{{ params.purpose }}"
 
 
-def test_importing_the_operator_does_not_import_heavy_libraries():
+@pytest.mark.parametrize("module", ["airflow_consent.operators.consent", "airflow_consent.sensors.consent"])
+def test_importing_the_gate_does_not_import_heavy_libraries(module):
     code = (
-        "import sys; import airflow_consent.operators.consent; "
+        f"import sys; import {module}; "
         "heavy = [m for m in ('pyarrow', 'great_expectations', 'opa_client', 'requests') if m in sys.modules]; "
         "print('HEAVY=' + ','.join(heavy))"
     )
