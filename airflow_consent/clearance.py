@@ -13,8 +13,8 @@ arguments are what the policies judged, and an inlet need not be a hive-partitio
 The task is refused, with a message that says which, when
 
 - no gate is upstream of it (the gate was removed after the DAG was parsed, or never there);
-- a partition has no allow decision of this DAG run in the ledger (the gate was marked "success" by
-  hand, did not run, or denied it);
+- a partition has no decision of this DAG run in the ledger that let it pass (an allow, or a deny
+  only by rules in warn/dryrun): the gate was marked "success" by hand, did not run, or denied it;
 - a partition's fingerprint now differs from the one its allow decision was made on (the data
   changed after the check): both fingerprints are named;
 - the ledger records of this run fail their hash chain (``LedgerTampered``).
@@ -83,11 +83,12 @@ class ClearanceDenied(AirflowFailException):
 
 def enforce_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[RequiredPartition]:
     """Refuse to start ``task`` (``ClearanceDenied``) unless every input partition is cleared."""
+    logger = getattr(task, "log", log)
     try:
         cleared = check_clearance(task, context, ledger=ledger)
     except ClearanceRefused as refused:
+        logger.error("%s", refused)  # readable in the task log; the exception repeats it
         raise ClearanceDenied(refused) from refused
-    logger = getattr(task, "log", log)
     logger.info(
         "Consent clearance: %s may start on %d partition(s) allowed in run %s (gates: %s)",
         task.task_id, len(cleared), context["run_id"], ", ".join(sorted({p.gate for p in cleared})),
@@ -103,7 +104,7 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
     head = f"Consent clearance refused: training task {task_id!r} of DAG {dag_id!r} may not start in run {run_id!r}"
     gates = upstream_gates(task)
     try:
-        allowed = _allowed_fingerprints(ledger, dag_id, run_id)
+        allowed = _cleared_in_ledger(ledger, dag_id, run_id)
     except LedgerTampered as exc:
         problem = ClearanceProblem(kind="tampered", message=f"the consent ledger fails verification: {exc}")
         raise ClearanceRefused(f"{head}: {problem.message}", [problem]) from exc
@@ -111,7 +112,8 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
         record = (
             "the ledger holds no allow decision for this run either"
             if not allowed
-            else f"the ledger's {len(allowed)} allow decision(s) for this run cannot be tied to this task without its gate"
+            else f"the ledger's {len(allowed)} allow decision(s) for this run cannot be tied to this task "
+            "without its gate"
         )
         problem = ClearanceProblem(
             kind="no_gate",
@@ -129,8 +131,12 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
     return [p for p in required if p.id in allowed]
 
 
-def _allowed_fingerprints(ledger: Any, dag_id: str, run_id: str) -> dict[str, str]:
-    """Partition id -> fingerprint of its allow decision in this run (a tampered ledger raises: retried)."""
+def _cleared_in_ledger(ledger: Any, dag_id: str, run_id: str) -> dict[str, str]:
+    """Partition id -> fingerprint of its latest decision in this run, where that decision let it pass.
+
+    The ledger counts an allow, and a deny whose violations are all of rules not enforced
+    (warn/dryrun), and checks the run's records' hashes and links first (``LedgerTampered``).
+    """
     if ledger is not None:
         return ledger.allowed_fingerprints(dag_id, run_id)
     from airflow_consent.ledger import Ledger

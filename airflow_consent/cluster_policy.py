@@ -1,9 +1,11 @@
 """Cluster policy: training tasks need a consent gate upstream, and clearance when they start.
 
 Registered through the ``airflow.policy`` entry point (name ``airflow_consent``), so Airflow loads
-this module at ``import airflow`` in every process. It therefore imports nothing but
-``airflow.policies`` at module level; settings, exceptions and the clearance code are imported when
-a policy runs.
+this module at ``import airflow`` in every process. It therefore imports nothing from Airflow at
+module level, not even ``airflow.policies.hookimpl``: importing this module first would then start
+``import airflow``, which loads this entry point while the module is still half-executed, and pluggy
+would register it without its hooks. The marker below is the same one (``airflow.policy``).
+Settings, exceptions and the clearance code are imported when a policy runs.
 
 A task is a *training task* when any of these holds ([consent] settings, comma-separated):
 
@@ -17,30 +19,36 @@ A *gate* is a task whose class, or a base class, is named ``ConsentGateOperator`
 
 - ``dag_policy``: with ``enforce_gates`` on (the default), a DAG with a training task that has no gate
   upstream raises ``AirflowClusterPolicyViolation`` naming every such task: the file is an import error.
+  One exception: when a worker parses the file to run a task (the file changed after the dag-processor
+  accepted it) and the clearance is on, the DAG loads and the clearance refuses its training tasks
+  with the reason, instead of the task failing as "Dag not found" after minutes of rescheduling.
 - ``task_policy``: with ``enforce_clearance`` on (the default), each training task's ``pre_execute`` is
   wrapped by the run-time clearance (``airflow_consent.clearance``).
 
-Errors fail closed but only for the DAG at hand: detection runs on plain attributes, and a failure
-to read the settings or inspect a DAG becomes a violation naming this package, never an exception
-that escapes into Airflow's import.
+Errors fail closed, but only for the DAG at hand: detection reads plain attributes, and a failure to
+read the settings or to inspect a DAG becomes an ``AirflowClusterPolicyViolation`` naming this
+package and the error — an import error of that one file, never a crash of the parser.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
-from airflow.policies import hookimpl
+import pluggy
 
 if TYPE_CHECKING:
     from airflow_consent.config import EnforcementSettings
 
 log = logging.getLogger(__name__)
+hookimpl = pluggy.HookimplMarker("airflow.policy")  # == airflow.policies.hookimpl, without importing airflow
 
 GATE_CLASS_NAMES = frozenset({"ConsentGateOperator", "ConsentPolicySensor"})
 GATE_MARKER = "is_consent_gate"
 CLEARANCE_MARKER = "__consent_clearance__"
+_TASK_RUNNER = "airflow.sdk.execution_time.task_runner"
 
 
 # --- recognising gates and training tasks -----------------------------------------------------
@@ -122,10 +130,17 @@ def violation_message(dag_id: str, ungated: dict[str, str]) -> str:
 # --- the hooks --------------------------------------------------------------------------------
 
 
+_warned: set[str] = set()
+
+
 def _settings() -> EnforcementSettings:
     from airflow_consent.config import enforcement_settings
 
-    return enforcement_settings()
+    settings = enforcement_settings()
+    for problem in set(settings.problems) - _warned:
+        _warned.add(problem)
+        log.warning("airflow-consent: %s", problem)
+    return settings
 
 
 def _violation(message: str) -> Exception:
@@ -148,8 +163,26 @@ def dag_policy(dag) -> None:
             f"the consent cluster policy could not check DAG {getattr(dag, 'dag_id', dag)!r}: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    if ungated:
-        raise _violation(violation_message(dag.dag_id, ungated))
+    if not ungated:
+        return
+    message = violation_message(dag.dag_id, ungated)
+    if settings.enforce_clearance and _in_task_startup():
+        # The file changed after the dag-processor accepted it (a gate removed). Refusing the DAG here
+        # would only say "Dag not found" and reschedule the task for minutes; the clearance wrapped
+        # around each of these training tasks refuses them now, with the reason.
+        log.warning("airflow-consent: %s The run-time clearance will refuse these tasks.", message)
+        return
+    raise _violation(" ".join([message, *settings.problems]))
+
+
+def _in_task_startup() -> bool:
+    """Whether this parse is a worker loading the DAG file to run one of its tasks."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "parse" and frame.f_globals.get("__name__") == _TASK_RUNNER:
+            return True
+        frame = frame.f_back
+    return False
 
 
 @hookimpl
@@ -170,12 +203,12 @@ def task_policy(task) -> None:
 
 def install_clearance(task: Any) -> None:
     """Make ``task`` run the clearance before its own ``pre_execute`` (idempotent)."""
-    if getattr(task.__dict__.get("pre_execute"), CLEARANCE_MARKER, False):
-        return
     if getattr(task, "is_mapped", False) or hasattr(task, "partial_kwargs"):
         _install_on_mapped(task)
         return
-    own_hook = task.__dict__.get("pre_execute")  # another policy's wrapper, if any
+    own_hook = vars(task).get("pre_execute")  # another policy's wrapper, if any
+    if getattr(own_hook, CLEARANCE_MARKER, False):
+        return
 
     def pre_execute(context):
         from airflow_consent.clearance import enforce_clearance

@@ -20,6 +20,7 @@ class ConsentSettings:
     enforcement: str
     rule_enforcement: str
     ledger_url: str = ""
+    dataset_config_path: str | None = None
 
 
 def settings() -> ConsentSettings:
@@ -36,6 +37,7 @@ def settings() -> ConsentSettings:
         enforcement=option("enforcement", "deny"),
         rule_enforcement=option("rule_enforcement", ""),
         ledger_url=option("ledger_url", "") or default_ledger_url(),
+        dataset_config_path=option("dataset_config_path", "") or None,
     )
 
 
@@ -60,20 +62,31 @@ class EnforcementSettings:
     training_tags: tuple[str, ...]
     training_operators: tuple[str, ...]
     training_outlet_patterns: tuple[str, ...]
+    problems: tuple[str, ...] = ()
 
 
 def enforcement_settings() -> EnforcementSettings:
-    """Read the enforcement options of ``[consent]``; an unparsable boolean raises (callers fail closed)."""
+    """Read the enforcement options of ``[consent]``; an unparsable switch counts as on and is reported."""
     from airflow.configuration import conf
+
+    problems: list[str] = []
+
+    def switch(name: str) -> bool:
+        try:
+            return conf.getboolean(SECTION, name, fallback=True)
+        except Exception as exc:  # fail closed: only an explicit False turns enforcement off
+            problems.append(f"[{SECTION}] {name} is not a boolean, so it stays on: {exc}")
+            return True
 
     def patterns(name: str, fallback: str) -> tuple[str, ...]:
         value = conf.get(SECTION, name, fallback=fallback)
         return tuple(p.strip() for p in (fallback if value is None else value).split(",") if p.strip())
 
     return EnforcementSettings(
-        enforce_gates=conf.getboolean(SECTION, "enforce_gates", fallback=True),
-        enforce_clearance=conf.getboolean(SECTION, "enforce_clearance", fallback=True),
+        enforce_gates=switch("enforce_gates"),
+        enforce_clearance=switch("enforce_clearance"),
         training_tags=patterns("training_tags", TRAINING_TAGS),
         training_operators=patterns("training_operators", TRAINING_OPERATORS),
         training_outlet_patterns=patterns("training_outlet_patterns", TRAINING_OUTLET_PATTERNS),
+        problems=tuple(problems),
     )

@@ -36,10 +36,15 @@ PROGRESS_EVERY = 1000
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One input dataset: where it is and what to call it (default: the last path component)."""
+    """One input dataset: where it is and what to call it (default: the last path component).
+
+    ``dataset_config_path``: the directory holding ``<name>.json``, the dataset's evidence
+    configuration (see ``airflow_consent.evidence.config``); None or no such file: no evidence.
+    """
 
     uri: str
     name: str | None = None
+    dataset_config_path: str | None = None
 
 
 def evaluate_gate(
@@ -110,16 +115,19 @@ def _report(policy_input: PolicyInput, answer: EngineAnswer, engine: str, entryp
 def collect_partitions(
     datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None, logger: logging.Logger = log
 ) -> list[PartitionInput]:
-    """Discover every partition of every dataset with its fingerprint and manifest."""
+    """Discover every partition of every dataset with its fingerprint, manifest and evidence."""
     from airflow_consent.discovery import discover_partitions, fingerprint
+    from airflow_consent.evidence.collector import EvidenceCollector
     from airflow_consent.manifests import read_manifest
 
     if not datasets:
         raise ConsentConfigurationError("the gate has no datasets to check")
     collected: list[PartitionInput] = []
+    evidence = EvidenceCollector(logger=logger)
     for spec in datasets:
         found = discover_partitions(spec.uri, dataset=spec.name, partition_filter=partition_filter)
-        for done, partition in enumerate(found, start=1):
+        measured = evidence.measure(found, spec.dataset_config_path)
+        for done, (partition, (facts, evidence_problems)) in enumerate(zip(found, measured, strict=True), start=1):
             manifest, source, problems = read_manifest(partition)
             collected.append(
                 PartitionInput(
@@ -132,6 +140,8 @@ def collect_partitions(
                     manifest=manifest,
                     manifest_source=source,
                     manifest_problems=problems,
+                    evidence=facts,
+                    evidence_problems=evidence_problems,
                 )
             )
             if done % PROGRESS_EVERY == 0 or done == len(found):
@@ -163,6 +173,11 @@ def _check_decision(result: object, partitions: list[PartitionInput], engine: st
         if verdict.allow and (partition.manifest is None or partition.manifest_problems):
             raise MalformedDecision(
                 f"{partition.id} is allowed although its manifest is missing or invalid: the policies must deny it",
+                engine=engine,
+            )
+        if verdict.allow and partition.evidence_problems:
+            raise MalformedDecision(
+                f"{partition.id} is allowed although its evidence could not be measured: the policies must deny it",
                 engine=engine,
             )
         decided.append(

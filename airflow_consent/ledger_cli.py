@@ -46,6 +46,9 @@ def verify(
     except (ConsentError, OSError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BROKEN) from exc
+    if result.ok and not result.checked:
+        typer.echo(f"ledger OK: empty, no records in {where}")
+        return
     if result.ok:
         typer.echo(f"ledger OK: {result.checked} record(s) in {where}, head {result.head_seq}:{result.head_hash}")
         return
@@ -75,7 +78,8 @@ def show(
         raise typer.Exit(EXIT_BROKEN) from exc
     console = Console()
     if not found:
-        console.print("no records" + (f" for DAG {dag_id!r}" if dag_id else "") + (f" run {run_id!r}" if run_id else ""))
+        console.print("no records" + (f" for DAG {dag_id!r}" if dag_id else "")
+                      + (f" run {run_id!r}" if run_id else ""))
         return
     console.print(_table(found))
 

@@ -76,6 +76,15 @@ def get_provider_info() -> dict:
                         "default": "",
                         "sensitive": True,
                     },
+                    "dataset_config_path": {
+                        "description": "Directory of the datasets' evidence configurations: <dataset>.json (columns, "
+                        "revocation list, Great Expectations suite) per dataset name. A dataset without one is judged "
+                        "on its manifests alone. Empty: no evidence is measured. Operators may override it.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/dags/datasets",
+                        "default": "",
+                    },
                     "enforce_gates": {
                         "description": "Cluster policy: a DAG with a training task that has no consent gate "
                         "(ConsentGateOperator or ConsentPolicySensor) upstream fails to import. Off only when "

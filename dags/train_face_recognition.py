@@ -2,8 +2,15 @@
 
 On the shipped sample data (``python -m airflow_consent.sample_data``) the gate denies the
 ``source=okcupid`` partitions (dating-service terms: no consent for face-recognition training, no
-data-sharing agreement) and the ``source=stock`` partition (non-commercial license), so ``train``
-never runs. With only ``source=studio_optin`` partitions (explicit biometric opt-in) it trains.
+data-sharing agreement; no row carries a consent flag), the ``source=stock`` partition
+(non-commercial license) and ``source=studio_optin/year=2025``, which holds rows of subjects on the
+revocation list, so ``train`` never runs. With only ``source=studio_optin`` partitions (explicit
+biometric opt-in) and the revoked subjects removed, it trains.
+
+The gate measures evidence in the data itself as configured in ``datasets/profile_photos.json``
+beside this file: consent-flag coverage, revoked subjects (``datasets/revoked_subjects.csv``),
+rows collected after consent ended, and the Great Expectations suite
+``datasets/profile_photos.expectations.json``.
 
 The dataset root is ``$AIRFLOW_CONSENT_SAMPLE_DATA/profile_photos`` (default: ``sample_data/``
 beside this repository's ``dags/`` folder).
@@ -33,6 +40,7 @@ with DAG(
         datasets=[PROFILE_PHOTOS],
         purpose="face_recognition_training",
         model="face-embedder-v1",
+        dataset_config_path=Path(__file__).resolve().parent / "datasets",
         retries=2,
     )
 

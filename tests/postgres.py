@@ -78,7 +78,8 @@ def throwaway_postgres() -> Iterator[str]:
             f"(it apt-get installs postgresql), or set {BIN_ENV}"
         )
     user = _server_user()
-    base = Path(tempfile.mkdtemp(prefix="consent-pg-"))
+    # /tmp, not $TMPDIR: the server's user must be able to reach it (and a socket path must stay short)
+    base = Path(tempfile.mkdtemp(prefix="consent-pg-", dir="/tmp" if user and Path("/tmp").is_dir() else None))
     data, log = base / "data", base / "server.log"
     if user:
         entry = pwd.getpwnam(user)

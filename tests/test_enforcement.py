@@ -13,6 +13,7 @@ from dag_runs import airflow_db, run_dag, xcom  # noqa: F401 - airflow_db is a f
 
 from airflow_consent.enforcement import Enforcement, parse_rule_modes
 from airflow_consent.errors import ConsentConfigurationError
+from airflow_consent.ledger import Ledger
 from airflow_consent.sample_data import generate_profile_photos
 
 GATE_DAG = """
@@ -66,6 +67,9 @@ def test_mode_by_outcome(airflow_db, tmp_path, monkeypatch, capfd, mode, situati
     if situation == "denied":  # the violation is in the report whatever the mode
         assert [(v["rule_id"], v["enforcement"]) for v in violations] == [("PROV-003", mode)]
         assert ("violations not enforced (warn/dryrun): profile_photos/source=stock/year=2022" in log) == (mode != "deny")
+        with Ledger() as ledger:  # what run-time clearance will let training read
+            cleared = ledger.allowed_fingerprints(dag_id, dag_run.run_id)
+        assert list(cleared) == ([] if mode == "deny" else ["profile_photos/source=stock/year=2022"])
     else:
         assert violations == []
 

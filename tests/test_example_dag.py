@@ -10,13 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from airflow_consent.cli import app
-from airflow_consent.sample_data import generate_profile_photos
+from airflow_consent.sample_data import REVOKED_SUBJECTS, generate_profile_photos, remove_subjects
 from dag_runs import airflow_db, parse, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "train_face_recognition"
 # purpose not consented, biometric without opt-in, source not approved, license forbids purpose
-OKCUPID_RULES = {"CONSENT-001", "CONSENT-002", "PROV-001", "PROV-003"}
+# and, measured in the data, no row with consent to the purpose
+OKCUPID_RULES = {"CONSENT-001", "CONSENT-002", "PROV-001", "PROV-003", "EVIDENCE-001"}
 
 
 def gate_report(dag_run) -> dict:
@@ -41,21 +42,27 @@ def test_example_denies_okcupid_and_stock_and_never_trains(airflow_db, tmp_path,
         "profile_photos/source=okcupid/year=2014": OKCUPID_RULES,
         "profile_photos/source=stock/year=2022": {"PROV-003"},  # CC-BY-NC-4.0 vs commercial training
         "profile_photos/source=studio_optin/year=2024": set(),
-        "profile_photos/source=studio_optin/year=2025": set(),
+        "profile_photos/source=studio_optin/year=2025": {"EVIDENCE-002"},  # revoked subjects in the data
     }
+    (revoked,) = [p["violations"][0] for p in report["partitions"] if p["id"].endswith("year=2025")]
+    assert revoked["message"] == (
+        f"4 row(s) of 3 subject(s) on the revocation list {REPO / 'dags' / 'datasets' / 'revoked_subjects.csv'}, "
+        f"e.g. {', '.join(REVOKED_SUBJECTS)}"
+    )
     assert report["opa_version"] == "1.22.3"
     output = capfd.readouterr()
     log = output.out + output.err
-    assert "Consent gate denied 3 of 5 partition(s) for purpose 'face_recognition_training'" in log
+    assert "Consent gate denied 4 of 5 partition(s) for purpose 'face_recognition_training'" in log
     assert "fix: " in log
 
     shown = CliRunner().invoke(app, ["report", DAG_ID, "--run-id", dag_run.run_id])
     assert shown.exit_code == 0
-    assert shown.output.startswith("Consent gate DENIED 3 of 5 partition(s)")
+    assert shown.output.startswith("Consent gate DENIED 4 of 5 partition(s)")
 
 
-def test_example_trains_when_only_studio_partitions_are_present(airflow_db, tmp_path, monkeypatch):
-    generate_profile_photos(tmp_path, sources=("studio_optin",))
+def test_example_trains_on_studio_partitions_once_the_revoked_subjects_are_removed(airflow_db, tmp_path, monkeypatch):
+    dataset = generate_profile_photos(tmp_path, sources=("studio_optin",))
+    assert remove_subjects(dataset, REVOKED_SUBJECTS) == {"profile_photos/source=studio_optin/year=2025": 4}
     monkeypatch.setenv("AIRFLOW_CONSENT_SAMPLE_DATA", str(tmp_path))
 
     states, dag_run = run_dag(REPO / "dags", DAG_ID)

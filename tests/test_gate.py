@@ -18,6 +18,7 @@ from airflow_consent.models import GateRequest
 from airflow_consent.sample_data import generate_profile_photos
 
 STUDIO_2024 = "profile_photos/source=studio_optin/year=2024"
+DATASET_CONFIG = str(Path(__file__).resolve().parent.parent / "dags" / "datasets")
 
 
 def request(purpose: str = "face_recognition_training") -> GateRequest:
@@ -44,15 +45,17 @@ def rules_by_partition(report) -> dict[str, set[str]]:
 
 
 def test_sample_data_decision(sample, engine):
-    report = evaluate_gate(request(), [DatasetSpec(uri=str(sample))], engine)
+    report = evaluate_gate(request(), [DatasetSpec(uri=str(sample), dataset_config_path=DATASET_CONFIG)], engine)
 
     assert not report.allow
-    assert {p.id for p in report.denied} == {
-        "profile_photos/source=okcupid/year=2013",
-        "profile_photos/source=okcupid/year=2014",
-        "profile_photos/source=stock/year=2022",
+    okcupid = {"CONSENT-001", "CONSENT-002", "PROV-001", "PROV-003", "EVIDENCE-001"}
+    assert rules_by_partition(report) == {
+        "profile_photos/source=okcupid/year=2013": okcupid,
+        "profile_photos/source=okcupid/year=2014": okcupid,
+        "profile_photos/source=stock/year=2022": {"PROV-003"},
+        STUDIO_2024: set(),
+        "profile_photos/source=studio_optin/year=2025": {"EVIDENCE-002"},
     }
-    assert rules_by_partition(report)[STUDIO_2024] == set()
     assert report.opa_version == "1.22.3"
     assert report.policy_revision.startswith("sha256:")
     for partition in report.partitions:

@@ -79,7 +79,8 @@ def tamper(url: str, *statements: str | Callable) -> None:
 
 
 def row(conn, seq: int) -> dict:
-    return dict(conn.execute(text("SELECT * FROM consent_ledger WHERE seq = :s"), {"s": seq}).one()._mapping)
+    found = dict(conn.execute(text("SELECT * FROM consent_ledger WHERE seq = :s"), {"s": seq}).one()._mapping)
+    return {**found, "allow": bool(found["allow"])}  # raw SQL on SQLite gives 0/1
 
 
 def rehash(conn, seq: int, **changes) -> str:
@@ -133,7 +134,8 @@ def test_allowed_fingerprints_follow_the_latest_decision_of_the_run(ledger):
 
 def test_records_filter_and_limit_keep_chain_order(ledger):
     six_records(ledger)
-    ledger.record(report(("ds/z", True, "sha256:z")), request(dag_id="other"), mode="warn", input_digest=DIGEST)
+    ledger.record(report(("ds/z", True, "sha256:z")), request(dag_id="other", run_id="run-9"), mode="warn",
+                  input_digest=DIGEST)
 
     assert [r.seq for r in ledger.records(limit=3)] == [5, 6, 7]
     assert [r.seq for r in ledger.records(dag_id="train", limit=2)] == [5, 6]

@@ -14,6 +14,7 @@ import pytest
 from conftest import free_port
 from dag_runs import airflow_db, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
 
+from airflow_consent.ledger import Ledger
 from airflow_consent.manifests import SIDECAR_NAME
 from airflow_consent.sample_data import generate_profile_photos
 from airflow_consent.triggers.consent import ConsentPolicyTrigger
@@ -164,7 +165,11 @@ def test_deferred_sensor_passes_under_dag_test(airflow_db, tmp_path):
     finally:
         timer.cancel()
     assert states == {"wait_for_consent": "success", "train": "success"}
-    assert len(xcom(dag_run, "wait_for_consent")) == 2
+    approved = xcom(dag_run, "wait_for_consent")
+    assert len(approved) == 2
+    with Ledger() as ledger:  # the triggerer's decision is recorded when the task resumes
+        assert ledger.allowed_fingerprints("sensor_deferrable", dag_run.run_id) == {
+            p["id"]: p["fingerprint"] for p in approved}
 
 
 @pytest.mark.parametrize("deferrable", [False, True])

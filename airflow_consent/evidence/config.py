@@ -113,7 +113,9 @@ class RevocationsConfig(_Strict):
 class ExpectationsConfig(_Strict):
     """The Great Expectations suite run on every partition, and which of its expectations are consent-critical."""
 
-    suite: str | None = Field(default=None, description="suite file in GX's JSON format; default <dataset>.expectations.json")
+    suite: str | None = Field(
+        default=None, description="suite file in GX's JSON format; default <dataset>.expectations.json"
+    )
     critical: list[str] = Field(
         default_factory=list,
         description="expectation types or ids whose failure denies the partition (each must be in the suite)",
@@ -193,7 +195,8 @@ def load_dataset_settings(directory: Path, dataset: str) -> DatasetEvidenceSetti
         raise ConsentConfigurationError(f"{source}: invalid evidence configuration: {details}") from exc
     suite_path = None
     if config.expectations is not None:
-        suite_path = _resolve_local(source, config.expectations.suite or f"{dataset}{SUITE_SUFFIX}", "expectations.suite")
+        suite = config.expectations.suite or f"{dataset}{SUITE_SUFFIX}"
+        suite_path = _resolve_local(source, suite, "expectations.suite")
         if not suite_path.is_file():
             raise ConsentConfigurationError(f"{source}: expectations.suite: no such file {str(suite_path)!r}")
     return DatasetEvidenceSettings(
@@ -241,4 +244,6 @@ def load_json(path: Path) -> object:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConsentConfigurationError(f"{path}: cannot read: {exc}") from exc
     except json.JSONDecodeError as exc:
-        raise ConsentConfigurationError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+        raise ConsentConfigurationError(
+            f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc

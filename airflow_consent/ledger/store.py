@@ -9,12 +9,14 @@ records onto it, inserts them and moves the head, all in one transaction.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text, true
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -135,7 +137,7 @@ class Ledger:
                         .where(head_table.c.id == HEAD_ID)
                         .values(last_seq=rows[-1]["seq"], last_hash=rows[-1]["record_hash"], updated_at=recorded_at)
                     )
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise LedgerError(f"could not append to the consent ledger at {self.display_url}: {exc}") from exc
         return [LedgerRecord.from_row(row) for row in rows]
 
@@ -143,11 +145,17 @@ class Ledger:
         """The head, read under the write lock, after checking the last record still matches it."""
         if not self._schema_ready:
             self._create_schema(conn)
-        head = self._head(conn)
-        last = conn.execute(
-            select(ledger_table.c.seq, ledger_table.c.record_hash).order_by(ledger_table.c.seq.desc()).limit(1)
+        last = select(ledger_table.c.seq, ledger_table.c.record_hash).order_by(ledger_table.c.seq.desc()).limit(1)
+        tail = last.subquery()
+        both = conn.execute(  # one round trip while holding the lock
+            select(head_table.c.last_seq, head_table.c.last_hash, tail.c.seq, tail.c.record_hash)
+            .select_from(head_table.outerjoin(tail, true()))
+            .where(head_table.c.id == HEAD_ID)
         ).first()
-        found = Head(last.seq, last.record_hash) if last else Head(0, GENESIS)
+        head = Head(both.last_seq, both.last_hash) if both else None
+        if both is None:
+            both = conn.execute(last).first()
+        found = Head(both.seq, both.record_hash) if both and both.seq is not None else Head(0, GENESIS)
         if head is None or head != found:
             raise LedgerTampered(
                 f"the consent ledger at {self.display_url} ends at {found} but its head is {head}: refusing to "
@@ -160,7 +168,7 @@ class Ledger:
         if not inspect(conn).has_table(ledger_table.name):
             metadata.create_all(conn)
             for statement in trigger_ddl(self.dialect):
-                conn.exec_driver_sql(statement)
+                conn.exec_driver_sql(statement.replace("%", "%%") if self.dialect == "postgresql" else statement)
             conn.execute(
                 head_table.insert().values(
                     id=HEAD_ID, last_seq=0, last_hash=GENESIS, updated_at=timestamp(datetime.now(timezone.utc))
@@ -195,7 +203,8 @@ class Ledger:
                 yield LedgerRecord.from_row(row._mapping)
 
     def allowed_fingerprints(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """Partition id → fingerprint of its latest decision in this run, where that decision is allow.
+        """Partition id → fingerprint of its latest decision in this run, where that decision let it
+        through: allowed by the policies, or denied only by violations in warn/dryrun mode.
 
         Raises ``LedgerTampered`` when those records fail their hashes or their links to their
         neighbours: a clearance must never rest on an edited record.
@@ -203,12 +212,13 @@ class Ledger:
         with self._read() as conn:
             if conn is None:
                 return {}
-            rows = [row._mapping for row in conn.execute(self._select(dag_id=dag_id, run_id=run_id).order_by(ledger_table.c.seq))]
+            query = self._select(dag_id=dag_id, run_id=run_id).order_by(ledger_table.c.seq)
+            rows = [row._mapping for row in conn.execute(query)]
             self._check_neighbourhood(conn, rows, f"DAG {dag_id!r} run {run_id!r}")
         latest: dict[str, Mapping[str, Any]] = {}
         for row in rows:
             latest[row["partition_id"]] = row
-        return {pid: row["fingerprint"] for pid, row in latest.items() if row["allow"]}
+        return {pid: row["fingerprint"] for pid, row in latest.items() if _passed(row)}
 
     def head(self) -> Head:
         """The last record's sequence number and hash (``0:GENESIS`` when empty): publish it as an anchor."""
@@ -270,7 +280,8 @@ class Ledger:
 
     @staticmethod
     def _head(conn: Connection) -> Head | None:
-        row = conn.execute(select(head_table.c.last_seq, head_table.c.last_hash).where(head_table.c.id == HEAD_ID)).first()
+        query = select(head_table.c.last_seq, head_table.c.last_hash).where(head_table.c.id == HEAD_ID)
+        row = conn.execute(query).first()
         return Head(row.last_seq, row.last_hash) if row else None
 
     # --- connections -----------------------------------------------------------------------------
@@ -294,6 +305,9 @@ class Ledger:
     @contextmanager
     def _read(self) -> Iterator[Connection | None]:
         """One consistent snapshot (PostgreSQL: REPEATABLE READ); None when the ledger has no table yet."""
+        if self._sqlite_file() is not None and not self._sqlite_file().exists():
+            yield None  # reading must not create an empty database (a mistyped path would "verify")
+            return
         try:
             with self.engine.connect() as conn:
                 if self.dialect == "postgresql":
@@ -301,19 +315,23 @@ class Ledger:
                 with conn.begin():
                     has_table = inspect(conn).has_table(ledger_table.name)
                     yield conn if has_table else None
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise LedgerError(f"could not read the consent ledger at {self.display_url}: {exc}") from exc
+
+    def _sqlite_file(self) -> Path | None:
+        database = make_url(self.url).database if self.dialect == "sqlite" else None
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database).expanduser()
 
 
 def _create_engine(url: str, dialect: str) -> Engine:
     """An engine; for SQLite with WAL, a busy timeout, and our own BEGIN (IMMEDIATE for appends)."""
     if dialect == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url)
     parsed = make_url(url)
     database = parsed.database
     if database and database != ":memory:" and not database.startswith("file:"):
-        from pathlib import Path
-
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     connect_args = {} if "timeout" in parsed.query else {"timeout": SQLITE_BUSY_TIMEOUT_S}
     engine = create_engine(url, connect_args=connect_args)
@@ -330,3 +348,8 @@ def _create_engine(url: str, dialect: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE) else "BEGIN")
 
     return engine
+
+
+def _passed(row: Mapping[str, Any]) -> bool:
+    violations = json.loads(row["violations"])
+    return bool(row["allow"]) or (bool(violations) and all(v.get("enforcement", "deny") != "deny" for v in violations))

@@ -7,6 +7,7 @@ and great_expectations are imported only when a task runs.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -60,9 +61,13 @@ class ConsentGateMixin:
         partitions and pass the others (failing when none is left).
     :param approved_asset: an Asset that receives an event when the gate passes, whose ``extra``
         carries the decision id, purpose, policy revision and the approved partitions.
+    :param dataset_config_path: directory of the datasets' evidence configurations
+        (``<dataset>.json``, see ``airflow_consent.evidence.config``); default
+        ``[consent] dataset_config_path``; a dataset without one is judged on its manifests alone.
     """
 
     datasets: list[str | Asset]
+    dataset_config_path: str | None = None
     purpose: str
     partition_filter: list | None
     model: str | None
@@ -153,19 +158,23 @@ class ConsentGateMixin:
         )
         enforcement = self._enforcement(config)
         report = enforcement.apply(report)
-        from airflow_consent.ledger import Ledger
-
-        # Fail closed: a decision that cannot be recorded raises LedgerError, and the task is retried.
-        with Ledger(config.ledger_url) as ledger:
-            recorded = ledger.record(report, request, mode=enforcement.default, input_digest=report.input_digest or "")
-        if recorded:
-            self.log.info("Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %s",  # type: ignore[attr-defined]
-                          len(recorded), ledger.display_url, recorded[0].seq, recorded[-1].seq, recorded[-1].record_hash)
+        self._record(report, request, enforcement.default, config.ledger_url)
         self.log.info("%s", render_text(report))  # type: ignore[attr-defined]
         if not report.blocked and report.denied:
             self.log.warning("Partitions with violations not enforced (warn/dryrun): %s",  # type: ignore[attr-defined]
                              ", ".join(p.id for p in report.denied))
         return report
+
+    def _record(self, report: GateReport, request: GateRequest, mode: str, ledger_url: str) -> None:
+        """Append the decision to the ledger. Fails closed: a ``LedgerError`` raises, and the task is retried."""
+        from airflow_consent.ledger import Ledger
+
+        with Ledger(ledger_url) as ledger:
+            recorded = ledger.record(report, request, mode=mode, input_digest=report.input_digest or "")
+        if recorded:
+            self.log.info("Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %d:%s",  # type: ignore[attr-defined]
+                          len(recorded), ledger.display_url, recorded[0].seq, recorded[-1].seq, recorded[-1].seq,
+                          recorded[-1].record_hash)
 
     def _publish(self, context: Context, report: GateReport, outcome: Outcome) -> list[dict]:
         """Push the report to XCom and, when the gate passes, the approved-asset event; return the approved."""
@@ -186,10 +195,14 @@ class ConsentGateMixin:
         return approved
 
     def _dataset_specs(self) -> list[DatasetSpec]:
+        from airflow_consent.config import settings
         from airflow_consent.gate import DatasetSpec
 
+        config_path = self.dataset_config_path or settings().dataset_config_path
         return [
-            DatasetSpec(uri=d.uri, name=d.name) if isinstance(d, Asset) else DatasetSpec(uri=str(d))
+            DatasetSpec(uri=d.uri, name=d.name, dataset_config_path=config_path)
+            if isinstance(d, Asset)
+            else DatasetSpec(uri=str(d), dataset_config_path=config_path)
             for d in self.datasets
         ]
 
@@ -230,11 +243,13 @@ class ConsentGateOperator(ConsentGateMixin, BaseOperator):
         enforcement: str | None = None,
         on_violation: str = "fail",
         approved_asset: Asset | None = None,
+        dataset_config_path: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
         if approved_asset is not None:
             kwargs["outlets"] = [*(kwargs.get("outlets") or []), approved_asset]
         super().__init__(**kwargs)
+        self.dataset_config_path = os.fspath(dataset_config_path) if dataset_config_path else None
         self._init_gate(datasets=datasets, purpose=purpose, partition_filter=partition_filter,
                         entrypoint=entrypoint, opa_conn_id=opa_conn_id, policy_path=policy_path, model=model,
                         enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset)

@@ -9,6 +9,7 @@ triggerer (``ConsentPolicyTrigger``) and holds no worker slot.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,13 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
             raise AirflowFailException(f"consent sensor misconfigured: {event['message']}")
         if status not in {"passed", "never"}:
             raise AirflowException(f"consent sensor: unexpected trigger event {event!r}")
-        result = self._judge(context, GateReport.model_validate(event["report"]))
+        from airflow_consent.config import settings
+
+        report = GateReport.model_validate(event["report"])
+        config = settings()
+        request = self._gate_request(context).model_copy(update={"evaluated_at": report.evaluated_at})
+        self._record(report, request, self._enforcement(config).default, config.ledger_url)
+        result = self._judge(context, report)
         if not result:
             raise AirflowException("consent sensor: the trigger fired but the partitions do not pass yet")
         return result.xcom_value if isinstance(result, PokeReturnValue) else None
@@ -127,7 +134,7 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
         enforcement = self._enforcement(config)
         return ConsentPolicyTrigger(
             request=self._gate_request(context).model_dump(mode="json"),
-            datasets=[{"uri": spec.uri, "name": spec.name} for spec in self._dataset_specs()],
+            datasets=[dataclasses.asdict(spec) for spec in self._dataset_specs()],
             entrypoint=self.entrypoint or config.entrypoint,
             enforcement={"default": enforcement.default, "per_rule": dict(enforcement.per_rule)},
             on_violation=self.on_violation,

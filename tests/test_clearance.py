@@ -1,0 +1,256 @@
+"""Run-time clearance, unit level: real files and fingerprints, a ledger faked at its interface.
+
+What the ledger itself stores is tested with the ledger; under a real scheduler the clearance is
+exercised by ``test_bypass.py``, and through DagBag + dag.test() by ``test_example_dag.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from airflow_consent.clearance import ClearanceDenied, ClearanceRefused, check_clearance, enforce_clearance
+from airflow_consent.cluster_policy import CLEARANCE_MARKER, install_clearance
+from airflow_consent.discovery import discover_partitions, fingerprint
+from airflow_consent.errors import LedgerTampered
+from airflow_consent.sample_data import generate_profile_photos
+
+RUN = "manual__2026-01-01T00:00:00+00:00"
+PURPOSE = "face_recognition_training"
+STUDIO_2024 = "profile_photos/source=studio_optin/year=2024"
+STUDIO_2025 = "profile_photos/source=studio_optin/year=2025"
+
+
+class FakeLedger:
+    """``allowed_fingerprints`` as the ledger answers it, for one run."""
+
+    def __init__(self, allowed: dict[str, str] | Exception):
+        self.allowed = allowed
+        self.asked: list[tuple[str, str]] = []
+
+    def allowed_fingerprints(self, dag_id: str, run_id: str) -> dict[str, str]:
+        self.asked.append((dag_id, run_id))
+        if isinstance(self.allowed, Exception):
+            raise self.allowed
+        return dict(self.allowed) if run_id == RUN else {}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("clearance")
+    generate_profile_photos(root, sources=("studio_optin",))
+    return root / "profile_photos"
+
+
+@pytest.fixture
+def on_disk(dataset) -> dict[str, str]:
+    return {p.id: fingerprint(p) for p in discover_partitions(str(dataset))}
+
+
+def training_dag(dataset, *, gate: bool = True, **gate_kwargs):
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    from airflow_consent.operators.consent import ConsentGateOperator
+
+    with DAG(dag_id="train_faces", schedule=None, tags=["training"], params={"root": str(dataset.parent)}) as dag:
+        train = EmptyOperator(task_id="train")
+        if gate:
+            arguments = {"datasets": [str(dataset)], "purpose": PURPOSE, **gate_kwargs}
+            ConsentGateOperator(task_id="consent_gate", **arguments) >> train
+    return dag
+
+
+def context(task) -> dict:
+    return {"run_id": RUN, "task": task, "params": task.dag.params}
+
+
+def refused(task, ledger) -> ClearanceRefused:
+    with pytest.raises(ClearanceRefused) as caught:
+        check_clearance(task, context(task), ledger=ledger)
+    return caught.value
+
+
+def test_cleared_when_every_partition_is_allowed_with_its_current_fingerprint(dataset, on_disk):
+    task = training_dag(dataset).task_dict["train"]
+    ledger = FakeLedger(on_disk)
+
+    cleared = check_clearance(task, context(task), ledger=ledger)
+
+    assert {p.id: p.fingerprint for p in cleared} == on_disk
+    assert {p.gate for p in cleared} == {"consent_gate"}
+    assert ledger.asked == [("train_faces", RUN)]
+
+
+def test_a_partition_without_an_allow_in_this_run_is_refused(dataset, on_disk):
+    task = training_dag(dataset).task_dict["train"]
+
+    error = refused(task, FakeLedger({STUDIO_2025: on_disk[STUDIO_2025]}))
+
+    assert [(p.kind, p.partition_id, p.gate) for p in error.problems] == [("not_allowed", STUDIO_2024, "consent_gate")]
+    assert str(error) == (
+        f"Consent clearance refused: training task 'train' of DAG 'train_faces' may not start in run {RUN!r}: "
+        f"1 problem(s)\n  - {STUDIO_2024}: no allow decision in the consent ledger for run {RUN!r} (gate "
+        "'consent_gate' did not allow it in this run: was the gate marked success by hand, or did it not run?)"
+    )
+
+
+def test_a_partition_changed_since_its_allow_names_both_fingerprints(dataset, on_disk):
+    task = training_dag(dataset).task_dict["train"]
+    stale = "sha256:" + "0" * 64
+
+    error = refused(task, FakeLedger({**on_disk, STUDIO_2024: stale}))
+
+    (problem,) = error.problems
+    assert (problem.kind, problem.partition_id) == ("changed", STUDIO_2024)
+    assert (problem.allowed_fingerprint, problem.current_fingerprint) == (stale, on_disk[STUDIO_2024])
+    assert f"{STUDIO_2024}: changed after its check: allowed with fingerprint {stale}, on disk now " \
+           f"{on_disk[STUDIO_2024]}" in str(error)
+
+
+def test_an_allow_of_another_run_does_not_count(dataset, on_disk):
+    task = training_dag(dataset).task_dict["train"]
+    ctx = {**context(task), "run_id": "manual__another"}
+
+    with pytest.raises(ClearanceRefused) as caught:
+        check_clearance(task, ctx, ledger=FakeLedger(on_disk))
+
+    assert {p.kind for p in caught.value.problems} == {"not_allowed"}
+
+
+@pytest.mark.parametrize(
+    ("allowed", "says"),
+    [
+        ({}, "the ledger holds no allow decision for this run either"),
+        ({STUDIO_2024: "sha256:x"}, "the ledger's 1 allow decision(s) for this run cannot be tied to this task"),
+    ],
+)
+def test_no_gate_upstream_is_refused(dataset, allowed, says):
+    task = training_dag(dataset, gate=False).task_dict["train"]
+
+    error = refused(task, FakeLedger(allowed))
+
+    assert [p.kind for p in error.problems] == ["no_gate"]
+    assert "no consent gate is upstream of 'train' in the DAG as it is now (was the gate removed after" in str(error)
+    assert says in str(error)
+
+
+def test_templated_gate_arguments_are_rendered_for_the_run(dataset, on_disk):
+    dag = training_dag(dataset, partition_filter=[("year", "=", "{{ 2020 + 4 }}")])
+    dag.task_dict["consent_gate"].datasets = ["{{ params.root }}/profile_photos"]
+    task = dag.task_dict["train"]
+
+    cleared = check_clearance(task, context(task), ledger=FakeLedger({STUDIO_2024: on_disk[STUDIO_2024]}))
+
+    assert [p.id for p in cleared] == [STUDIO_2024]
+
+
+def test_an_exclude_gate_clears_only_what_it_allowed_and_at_least_one(dataset, on_disk):
+    task = training_dag(dataset, on_violation="exclude").task_dict["train"]
+
+    cleared = check_clearance(task, context(task), ledger=FakeLedger({STUDIO_2025: on_disk[STUDIO_2025]}))
+    assert [p.id for p in cleared] == [STUDIO_2025]
+
+    error = refused(task, FakeLedger({}))
+    assert [p.message for p in error.problems] == ["no input partition is allowed in this run"]
+
+
+def test_unreadable_gate_inputs_and_a_tampered_ledger_are_refused(dataset, tmp_path, on_disk):
+    gone = tmp_path / "gone"
+    shutil.copytree(dataset, gone)
+    task = training_dag(gone).task_dict["train"]
+    shutil.rmtree(gone)
+    assert [p.kind for p in refused(task, FakeLedger(on_disk)).problems] == ["unreadable"]
+
+    task = training_dag(dataset).task_dict["train"]
+    error = refused(task, FakeLedger(LedgerTampered("record 7 does not match its hash")))
+    assert [p.kind for p in error.problems] == ["tampered"]
+    assert "the consent ledger fails verification: record 7 does not match its hash" in str(error)
+
+
+def test_enforce_clearance_fails_the_task_without_retries(dataset):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    task = training_dag(dataset).task_dict["train"]
+
+    with pytest.raises(ClearanceDenied) as caught:
+        enforce_clearance(task, context(task), ledger=FakeLedger({}))
+
+    assert isinstance(caught.value, AirflowFailException)
+    assert {p.kind for p in caught.value.problems} == {"not_allowed"}
+
+
+def test_the_wrapper_checks_every_time_then_runs_the_tasks_own_pre_execute(dataset, monkeypatch, on_disk):
+    from airflow_consent import clearance
+
+    calls = []
+    monkeypatch.setattr(clearance, "enforce_clearance", lambda task, ctx, **_: calls.append(("clearance", task)))
+    task = training_dag(dataset).task_dict["train"]
+
+    def own_pre_execute(self, ctx):
+        calls.append(("own", self))
+
+    monkeypatch.setattr(type(task), "pre_execute", own_pre_execute)
+    install_clearance(task)
+    install_clearance(task)  # idempotent
+    running_copy = task.prepare_for_execution()  # what the task runner executes
+    for _ in range(2):  # first start, and again when a deferred task resumes
+        running_copy.pre_execute(context(running_copy))
+
+    assert getattr(task.pre_execute, CLEARANCE_MARKER)
+    assert calls == [("clearance", running_copy), ("own", running_copy)] * 2
+
+
+def test_a_mapped_training_task_is_cleared_through_its_unmapped_copy(dataset, monkeypatch):
+    from airflow.providers.standard.operators.python import PythonOperator
+
+    from airflow_consent import clearance
+
+    dag = training_dag(dataset)
+    with dag:
+        mapped = PythonOperator.partial(task_id="train_each", python_callable=print).expand(op_args=[[1], [2]])
+        dag.task_dict["consent_gate"] >> mapped
+    checked = []
+    monkeypatch.setattr(clearance, "enforce_clearance", lambda task, ctx, **_: checked.append(task))
+
+    install_clearance(mapped)
+    unmapped = mapped.unmap({"op_args": [1]})
+    unmapped._pre_execute_hook({**context(unmapped), "task": unmapped})
+
+    assert checked == [unmapped]
+
+
+def test_with_the_real_ledger_unenforced_violations_pass_and_enforced_ones_do_not(dataset, tmp_path, on_disk):
+    from datetime import datetime, timezone
+
+    from airflow_consent.ledger import Ledger
+    from airflow_consent.models import DecidedPartition, GateReport, GateRequest, Violation
+
+    def violation(enforcement: str) -> Violation:
+        return Violation(rule_id="PROV-004", title="Chain of custody missing", severity="medium", message="m",
+                         remediation="r", regulation=[], enforcement=enforcement)
+
+    now = datetime.now(timezone.utc)
+    request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=RUN, task_id="consent_gate", evaluated_at=now)
+    report = GateReport(
+        decision_id="d-1", allow=False, purpose=PURPOSE, entrypoint="consent/main/decision", engine="test",
+        opa_version="1.22.3", policy_revision="sha256:0", evaluated_at=now, duration_ms=1.0,
+        partitions=[
+            DecidedPartition(id=STUDIO_2024, uri="file:///x", fingerprint=on_disk[STUDIO_2024], allow=False,
+                             violations=[violation("warn")]),
+            DecidedPartition(id=STUDIO_2025, uri="file:///y", fingerprint=on_disk[STUDIO_2025], allow=False,
+                             violations=[violation("deny")]),
+        ],
+    )
+    task = training_dag(dataset).task_dict["train"]
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        ledger.record(report, request, mode="deny", input_digest="sha256:" + "0" * 64)
+
+        error = refused(task, ledger)
+        assert [(p.kind, p.partition_id) for p in error.problems] == [("not_allowed", STUDIO_2025)]
+
+        task.dag.task_dict["consent_gate"].partition_filter = [("year", "=", "2024")]
+        (cleared,) = check_clearance(task, context(task), ledger=ledger)
+    assert cleared.id == STUDIO_2024
