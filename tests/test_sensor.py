@@ -203,3 +203,31 @@ def test_exponential_backoff_grows_the_trigger_interval(tmp_path):
     trig = trigger(tmp_path, poke_interval=2, exponential_backoff=True, max_wait=10)
     assert [trig._interval(n) for n in range(1, 6)] == [2, 4, 8, 10, 10]
     assert trigger(tmp_path, poke_interval=2)._interval(5) == 2
+
+
+def test_sensor_honours_enforcement_modes(airflow_db, tmp_path):
+    dataset = generate_profile_photos(tmp_path / "data", sources=("stock",))  # PROV-003: never, under deny
+    dags = sensor_dag(tmp_path / "dags", "sensor_warn", dataset, extra="enforcement='warn'")
+    states, dag_run = run_dag(dags, "sensor_warn")
+    assert states == {"wait_for_consent": "success", "train": "success"}
+    report = xcom(dag_run, "wait_for_consent", key="gate_report")
+    assert [v["enforcement"] for p in report["partitions"] for v in p["violations"]] == ["warn"]
+
+
+@pytest.mark.parametrize(
+    ("event", "error", "retried"),
+    [
+        ({"status": "error", "message": "policy engine unreachable (x): down"}, "policy engine unreachable", True),
+        ({"status": "misconfigured", "message": "dataset root missing"}, "misconfigured: dataset root missing", False),
+        ({"status": "surprise"}, "unexpected trigger event", True),
+    ],
+)
+def test_sensor_resumes_from_failure_events_as_airflow_expects(tmp_path, event, error, retried):
+    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+    from airflow_consent.sensors.consent import ConsentPolicySensor
+
+    sensor = ConsentPolicySensor(task_id="wait", datasets=[str(tmp_path)], purpose=PURPOSE, deferrable=True)
+    with pytest.raises(AirflowException, match=error) as raised:
+        sensor.execute_complete({}, event)
+    assert isinstance(raised.value, AirflowFailException) is not retried
