@@ -110,7 +110,7 @@ def test_a_dataset_without_configuration_has_no_evidence(data, conf):
     assert only(data, None)[0].model_dump(exclude_none=True) == {}
 
 
-def test_the_revocation_list_is_read_once_and_matched_in_batches(data, conf, monkeypatch):
+def test_the_revocation_list_is_read_once_and_small_partitions_are_matched_together(data, conf, monkeypatch):
     for shard in "abcdef":
         write_partition(data, shard, rows([f"{shard}1", f"{shard}2", "r1"]))
     write_config(conf, config(), revoked=["r1", "b2"])
@@ -118,29 +118,58 @@ def test_the_revocation_list_is_read_once_and_matched_in_batches(data, conf, mon
     real_load = collector_module.load_revocation_list
     monkeypatch.setattr(collector_module, "load_revocation_list", lambda source: loads.append(source) or real_load(source))
     calls = []
-    real_match = RevocationMatcher._match
-    monkeypatch.setattr(RevocationMatcher, "_match", lambda self, batch: calls.append(len(batch)) or real_match(self, batch))
+    real_listed = RevocationMatcher.listed
+    monkeypatch.setattr(RevocationMatcher, "listed", lambda self, values: calls.append(len(values)) or real_listed(self, values))
 
     collected = collect(data, conf)
 
     assert len(loads) == 1
-    assert sum(calls) == 6 and len(calls) < 6  # several partitions per is_in call
-    assert {i: e.content.revoked.rows for i, (e, _) in collected.items()} == {
-        f"{DATASET}/shard={s}": 2 if s == "b" else 1 for s in "abcdef"
+    # one lookup per run of partitions (a run per thread) for the six partitions' 18 distinct subjects
+    assert sum(calls) == 18 and len(calls) == min(collector_module.default_threads(), 6)
+    assert {i: (e.content.revoked.rows, e.content.revoked.examples) for i, (e, _) in collected.items()} == {
+        f"{DATASET}/shard={s}": (2, ["b2", "r1"]) if s == "b" else (1, ["r1"]) for s in "abcdef"
     }
 
 
-def test_matcher_flushes_when_enough_subjects_are_queued():
-    revocations = RevocationList(source="inline", values=pa.array(["x", "y"]), kind="string")
-    matcher = RevocationMatcher(revocations, "string", flush_at=3)
-    first = matcher.submit(pa.array(["x", "a"]), pa.array([5, 1], pa.int64()))
-    assert first.rows is None  # queued
-    second = matcher.submit(pa.array(["y", "b"]), pa.array([2, 2], pa.int64()))
-    assert (first.rows, first.matched, first.examples) == (5, 1, ["x"])
-    assert (second.rows, second.matched, second.examples) == (2, 1, ["y"])
-    third = matcher.submit(pa.array(["c"]), pa.array([1], pa.int64()))
-    matcher.flush()
-    assert (third.rows, third.matched, third.examples) == (0, 0, [])
+@pytest.mark.parametrize("subject_type", [pa.string(), pa.int64()])
+def test_streamed_and_grouped_partitions_measure_the_same(data, conf, tmp_path, subject_type):
+    """A partition bigger than one batch is streamed; smaller ones are measured together: same numbers."""
+    import random
+
+    rng = random.Random(7)
+    tables = {}
+    for shard in "abc":
+        n = rng.randrange(40, 60)
+        subjects = [rng.randrange(30) for _ in range(n)]
+        tables[shard] = [rows(
+            [s if subject_type == pa.int64() else f"s{s}" for s in subjects[i::2]],
+            subject_type=subject_type,
+            face=[rng.random() < 0.8 for _ in subjects[i::2]],
+            model=[rng.random() < 0.5 for _ in subjects[i::2]],
+            collected=[utc(2024, 1, 1 + rng.randrange(20)) for _ in subjects[i::2]],
+            withdrawn=[rng.choice([None, utc(2024, 1, 10)]) for _ in subjects[i::2]],
+            expires=[rng.choice([None, utc(2024, 1, 15)]) for _ in subjects[i::2]],
+        ) for i in range(2)]
+        write_partition(data, shard, *tables[shard])
+    revoked = [str(s) if subject_type == pa.int64() else f"s{s}" for s in range(0, 30, 4)]
+    write_config(conf, config(batch_rows=1 << 20), revoked=revoked)
+    grouped = collect(data, conf)
+    write_config(conf, config(batch_rows=7), revoked=revoked)
+    streamed = collect(data, conf)
+
+    assert all(problems == [] for _, problems in grouped.values())
+    assert grouped == streamed
+    assert {e.content.rows for e, _ in grouped.values()} == {sum(t.num_rows for t in tables[s]) for s in "abc"}
+
+
+def test_matcher_says_which_ids_are_listed():
+    strings = RevocationList(source="inline", values=pa.array(["x", "y"]), kind="string")
+    assert RevocationMatcher(strings, "string").listed(pa.array(["a", "y", "x", "y"])).tolist() == [False, True, True, True]
+    numbers = RevocationList(source="inline", values=pa.array([5, 3, 9], pa.int64()), kind="int")
+    listed = RevocationMatcher(numbers, "int").listed(pa.array([9, 1, 3, 10, 5, 5], pa.int64()))
+    assert listed.tolist() == [True, False, True, False, True, True]
+    empty = RevocationList(source="inline", values=pa.array([], pa.int64()), kind="int")
+    assert RevocationMatcher(empty, "int").listed(pa.array([1], pa.int64())).tolist() == [False]
 
 
 # --- bad input: a violation naming the file and the problem --------------------------------------
@@ -425,3 +454,31 @@ def test_the_shipped_revocation_list_names_the_sample_data_revoked_subjects():
     shipped = Path(__file__).resolve().parent.parent / "dags" / "datasets"
     listed = pacsv.read_csv(shipped / "revoked_subjects.csv").column("subject_id").to_pylist()
     assert set(REVOKED_SUBJECTS) <= set(listed)
+
+
+def test_files_with_other_units_zones_and_nullability_are_measured_together(data, conf):
+    table = rows(["s1", "s2"])
+    strict = table.cast(pa.schema(
+        [pa.field(f.name, f.type, nullable=f.name not in ("subject_id", "consent_face")) for f in table.schema]
+    ).with_metadata({b"origin": b"another writer"}))
+    write_partition(data, "a", table, strict)
+    other = rows(["s3"], subject_type=pa.large_string())
+    write_partition(data, "b", other.set_column(3, "collected_at", other.column(3).cast(pa.timestamp("ms", tz="Europe/Berlin"))))
+    write_config(conf, config(), revoked=["s2"])
+
+    collected = collect(data, conf)
+
+    assert {i: (p, e.content.rows, e.content.revoked.rows) for i, (e, p) in collected.items()} == {
+        f"{DATASET}/shard=a": ([], 4, 2), f"{DATASET}/shard=b": ([], 1, 0),
+    }
+
+
+def test_revocation_table_may_be_schema_qualified(data, conf, tmp_path):
+    write_partition(data, "a", rows(["s1", "s2"]))
+    make_sqlite(tmp_path / "rev.db", ["s2"])
+    url = f"sqlite:///{tmp_path / 'rev.db'}"
+    write_config(conf, config(revocations={"url": url, "table": "main.revoked"}))  # SQLite's schema is "main"
+
+    evidence, problems = only(data, conf)
+
+    assert problems == [] and evidence.content.revoked.rows == 1

@@ -82,7 +82,7 @@ class RevocationsConfig(_Strict):
     path: str | None = Field(default=None, description="Parquet or CSV file: relative, absolute or an fsspec URI")
     url: str | None = Field(default=None, description="SQLAlchemy URL of a database, without a password")
     conn_id: str | None = Field(default=None, description="Airflow connection of the database (holds the credentials)")
-    table: str | None = Field(default=None, description="the table, for url or conn_id")
+    table: str | None = Field(default=None, description="the table ('name' or 'schema.name'), for url or conn_id")
     column: str = Field(default="subject_id", min_length=1, description="the column holding the subject ids")
 
     @model_validator(mode="after")

@@ -2,9 +2,9 @@
 
 A list is a column of subject ids in a Parquet or CSV file (local or any fsspec URI) or a database
 table (SQLAlchemy URL, or an Airflow connection holding the credentials). It becomes one Arrow
-array of distinct ids, read once per gate evaluation. Each partition's distinct subjects are
-matched against it by ``RevocationMatcher``: integer ids by a search in the sorted list (no
-per-call setup), string ids with ``pyarrow.compute.is_in``, many partitions' subjects per call,
+array of distinct ids, read once per gate evaluation. Partitions' distinct subjects are matched
+against it by ``RevocationMatcher``: integer ids by binary search in the sorted list (no per-call
+setup), string ids with ``pyarrow.compute.is_in``, many small partitions' subjects per call,
 because building the lookup table of a million-subject list costs about 0.1 s per call.
 
 An unreadable list never raises out of the gate: it becomes a problem on every partition checked
@@ -29,7 +29,6 @@ from airflow_consent.evidence.config import RevocationSource
 log = logging.getLogger(__name__)
 
 SQL_CHUNK_ROWS = 100_000
-FLUSH_AT = 2_000_000
 EXAMPLES = 5
 
 
@@ -114,7 +113,6 @@ def load_revocation_list(source: RevocationSource) -> RevocationList:
     values = pc.unique(pc.cast(column, KIND_TYPES[kind]))
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    log.info("Revocation list %s: %d subject(s)", where, len(values))
     return RevocationList(source=where, values=values, kind=kind, from_text=from_text)
 
 
@@ -122,11 +120,11 @@ def _read_file(source: RevocationSource) -> pa.ChunkedArray:
     fs, path = fsspec.core.url_to_fs(source.path)
     if source.format == "parquet":
         with fs.open(path, "rb") as handle:
-            schema = pq.read_schema(handle)
-            if source.column not in schema.names:
-                raise RevocationListUnreadable(source.describe(), _missing_column(source.column, schema.names))
-            handle.seek(0)
-            return pq.read_table(handle, columns=[source.column]).column(source.column)
+            parquet = pq.ParquetFile(handle)  # not pq.read_table: that imports pyarrow.dataset, and pandas
+            names = parquet.schema_arrow.names
+            if source.column not in names:
+                raise RevocationListUnreadable(source.describe(), _missing_column(source.column, names))
+            return parquet.read(columns=[source.column]).column(source.column)
     with fs.open(path, "rb") as handle:
         table = pacsv.read_csv(
             handle,
@@ -142,7 +140,8 @@ def _read_table(source: RevocationSource) -> pa.ChunkedArray:
 
     engine = sa.create_engine(_sqlalchemy_url(source))
     try:
-        statement = sa.select(sa.column(source.column)).select_from(sa.table(source.table))
+        schema, _, name = source.table.rpartition(".")
+        statement = sa.select(sa.column(source.column)).select_from(sa.table(name, schema=schema or None))
         chunks: list[pa.Array] = []
         with engine.connect() as connection:
             result = connection.execution_options(stream_results=True, yield_per=SQL_CHUNK_ROWS).execute(statement)
@@ -180,85 +179,31 @@ def _missing_column(column: str, names: list[str]) -> str:
 # --- matching ---------------------------------------------------------------------------------
 
 
-@dataclass
-class RevocationMatch:
-    """One partition's distinct subjects (with their row counts) to match; the result fields fill in on flush."""
-
-    subjects: pa.Array
-    counts: pa.Array
-    rows: int | None = None
-    matched: int | None = None
-    examples: list[str] | None = None
-
-
 class RevocationMatcher:
-    """Matches partitions' distinct subjects against one list. Thread-safe.
+    """Tells which of many subject ids are on one list; stateless after construction, so thread-safe.
 
-    Integer ids are matched at once by binary search in the sorted list. String ids are queued by
-    ``submit``; once ``flush_at`` ids are queued, the submitting thread runs one ``is_in`` over all
-    of them. ``flush`` matches what is left; every ``RevocationMatch`` is filled in by the time it
-    returns.
+    Integer ids are looked up by binary search in the sorted list (sorted once; no per-call setup).
+    String ids go through ``pyarrow.compute.is_in`` with the list prepared as its value set; callers
+    pass many partitions' subjects per call, since each call hashes the list again.
     """
 
-    def __init__(self, revocations: RevocationList, kind: str, *, flush_at: int = FLUSH_AT):
+    def __init__(self, revocations: RevocationList, kind: str):
         self.revocations = revocations
         self.kind = kind
-        self.flush_at = flush_at
         values = revocations.values_as(kind)
         self._sorted = np.sort(values.to_numpy()) if kind == "int" else None
         self._options = None if kind == "int" else pc.SetLookupOptions(value_set=values, skip_nulls=True)
-        self._pending: list[RevocationMatch] = []
-        self._queued = 0
-        self._lock = threading.Lock()
 
-    def submit(self, subjects: pa.Array, counts: pa.Array) -> RevocationMatch:
-        match = RevocationMatch(subjects=subjects, counts=counts)
-        if self._sorted is not None:
-            self._search(match)
-            return match
-        batch = None
-        with self._lock:
-            self._pending.append(match)
-            self._queued += len(subjects)
-            if self._queued >= self.flush_at:
-                batch, self._pending, self._queued = self._pending, [], 0
-        if batch:
-            self._match(batch)
-        return match
-
-    def flush(self) -> None:
-        with self._lock:
-            batch, self._pending, self._queued = self._pending, [], 0
-        if batch:
-            self._match(batch)
-
-    def _search(self, match: RevocationMatch) -> None:
-        """Binary search of the partition's sorted distinct subjects in the sorted list."""
-        subjects = match.subjects.to_numpy()
-        order = np.argsort(subjects)
-        ordered = subjects[order]
-        listed = self._sorted
-        found = np.zeros(len(ordered), dtype=bool)
-        if len(listed) and len(ordered):
-            at = np.minimum(np.searchsorted(listed, ordered), len(listed) - 1)
-            found = listed[at] == ordered
-        match.matched = int(found.sum())
-        match.rows = int(match.counts.to_numpy()[order][found].sum()) if match.matched else 0
-        match.examples = [str(v) for v in ordered[found][:EXAMPLES]]
-
-    def _match(self, batch: list[RevocationMatch]) -> None:
-        subjects = pa.concat_arrays([m.subjects for m in batch]) if len(batch) > 1 else batch[0].subjects
-        listed = pc.is_in(subjects, options=self._options)
-        offset = 0
-        for match in batch:
-            found = listed.slice(offset, len(match.subjects))
-            offset += len(match.subjects)
-            matched = pc.sum(found).as_py() or 0
-            match.matched = matched
-            if not matched:
-                match.rows, match.examples = 0, []
-                continue
-            match.rows = pc.sum(pc.filter(match.counts, found)).as_py()
-            revoked = pc.filter(match.subjects, found)
-            first = pc.array_take(revoked, pc.array_sort_indices(revoked)).slice(0, EXAMPLES)
-            match.examples = [str(v) for v in first.to_pylist()]
+    def listed(self, subjects: pa.Array) -> np.ndarray:
+        """A boolean mask over ``subjects`` (no nulls): True where the subject is on the list."""
+        if self._sorted is None:
+            return pc.fill_null(pc.is_in(subjects, options=self._options), False).to_numpy(zero_copy_only=False)
+        values = subjects.to_numpy()
+        found = np.zeros(len(values), dtype=bool)
+        if not len(values) or not len(self._sorted):
+            return found
+        order = np.argsort(values)
+        ordered = values[order]
+        at = np.minimum(np.searchsorted(self._sorted, ordered), len(self._sorted) - 1)
+        found[order] = self._sorted[at] == ordered
+        return found
