@@ -26,6 +26,8 @@ def check(
     where: Annotated[list[str], typer.Option("--where", help="partition filter KEY=VALUE (repeat to AND)")] = [],  # noqa: B006
     opa_conn_id: Annotated[str | None, typer.Option(help="an 'opa' Airflow connection; default: local opa")] = None,
     policy_path: Annotated[str | None, typer.Option(help="policies for the local engine")] = None,
+    dataset_config_path: Annotated[str | None, typer.Option(
+        help="directory of <dataset>.json evidence configurations; default: none (manifests only)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Evaluate the gate outside Airflow. Exit 0 allowed, 1 denied, 2 engine or configuration error."""
@@ -44,7 +46,8 @@ def check(
     request = GateRequest(purpose=purpose, requested_by=Requester(kind="cli", id="airflow-consent check"),
                           evaluated_at=datetime.now(timezone.utc))
     try:
-        report = evaluate_gate(request, [DatasetSpec(uri=d) for d in datasets], engine,
+        specs = [DatasetSpec(uri=d, dataset_config_path=dataset_config_path) for d in datasets]
+        report = evaluate_gate(request, specs, engine,
                                partition_filter=partition_filter)
     except (ConsentConfigurationError, EngineError) as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -45,3 +46,25 @@ def test_where_must_be_key_equals_value(sample):
     result = invoke("check", str(sample), "--purpose", "face_recognition_training", "--where", "source")
     assert result.exit_code == 2
     assert "is not KEY=VALUE" in result.output
+
+
+def test_check_measures_evidence_with_a_dataset_configuration(sample, opa_binary):
+    configs = Path(__file__).resolve().parent.parent / "dags" / "datasets"
+    result = invoke("check", str(sample), "--purpose", "face_recognition_training", "--where", "source=studio_optin",
+                    "--dataset-config-path", str(configs))
+    assert result.exit_code == EXIT_DENIED
+    assert "DENY  profile_photos/source=studio_optin/year=2025" in result.output
+    assert "EVIDENCE-002" in result.output
+
+
+def test_sample_data_command_writes_only_the_sources_asked_for_without_revoked_rows(tmp_path, capsys):
+    import pyarrow.dataset as ds
+
+    from airflow_consent.sample_data import REVOKED_SUBJECTS, main
+
+    assert main([str(tmp_path), "--sources", "studio_optin", "--without-revoked"]) == 0
+    dataset = Path(capsys.readouterr().out.strip())
+    assert sorted(p.name for p in dataset.iterdir()) == ["source=studio_optin"]
+    subjects = set(ds.dataset(dataset, format="parquet", partitioning="hive").to_table(columns=["subject_id"])
+                   .column("subject_id").to_pylist())
+    assert subjects and not subjects & set(REVOKED_SUBJECTS)

@@ -67,7 +67,7 @@ class ConsentGateMixin:
     """
 
     datasets: list[str | Asset]
-    dataset_config_path: str | None = None
+    dataset_config_path: str | None
     purpose: str
     partition_filter: list | None
     model: str | None
@@ -85,7 +85,9 @@ class ConsentGateMixin:
         enforcement: str | None,
         on_violation: str,
         approved_asset: Asset | None,
+        dataset_config_path: str | os.PathLike | None,
     ) -> None:
+        self.dataset_config_path = os.fspath(dataset_config_path) if dataset_config_path else None
         self.datasets = [datasets] if isinstance(datasets, (str, Asset)) else list(datasets)
         self.purpose = purpose
         self.partition_filter = partition_filter
@@ -249,10 +251,10 @@ class ConsentGateOperator(ConsentGateMixin, BaseOperator):
         if approved_asset is not None:
             kwargs["outlets"] = [*(kwargs.get("outlets") or []), approved_asset]
         super().__init__(**kwargs)
-        self.dataset_config_path = os.fspath(dataset_config_path) if dataset_config_path else None
         self._init_gate(datasets=datasets, purpose=purpose, partition_filter=partition_filter,
                         entrypoint=entrypoint, opa_conn_id=opa_conn_id, policy_path=policy_path, model=model,
-                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset)
+                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset,
+                        dataset_config_path=dataset_config_path)
 
     def execute(self, context: Context) -> list[dict]:
         from airflow_consent.enforcement import outcome

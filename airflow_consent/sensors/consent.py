@@ -10,6 +10,7 @@ triggerer (``ConsentPolicyTrigger``) and holds no worker slot.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
         enforcement: str | None = None,
         on_violation: str = "fail",
         approved_asset: Asset | None = None,
+        dataset_config_path: str | os.PathLike | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
@@ -61,7 +63,8 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
         self.deferrable = deferrable
         self._init_gate(datasets=datasets, purpose=purpose, partition_filter=partition_filter,
                         entrypoint=entrypoint, opa_conn_id=opa_conn_id, policy_path=policy_path, model=model,
-                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset)
+                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset,
+                        dataset_config_path=dataset_config_path)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         try:
