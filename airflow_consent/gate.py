@@ -61,8 +61,9 @@ def evaluate_gate(
     policy_input = build_policy_input(request, datasets, partition_filter=partition_filter, logger=logger)
     logger.info("Asking %s about %d partition(s) for purpose %r", engine.name, len(policy_input.partitions),
                 request.purpose)
-    answer = engine.evaluate(policy_input.model_dump(mode="json"), entrypoint)
-    return _report(policy_input, answer, engine.name, entrypoint, started)
+    document = policy_input.model_dump(mode="json")
+    answer = engine.evaluate(document, entrypoint)
+    return _report(policy_input, document, answer, engine.name, entrypoint, started)
 
 
 async def aevaluate_gate(
@@ -79,8 +80,9 @@ async def aevaluate_gate(
     policy_input = await asyncio.to_thread(
         build_policy_input, request, datasets, partition_filter=partition_filter, logger=logger
     )
-    answer = await engine.aevaluate(policy_input.model_dump(mode="json"), entrypoint)
-    return _report(policy_input, answer, engine.name, entrypoint, started)
+    document = policy_input.model_dump(mode="json")
+    answer = await engine.aevaluate(document, entrypoint)
+    return _report(policy_input, document, answer, engine.name, entrypoint, started)
 
 
 def build_policy_input(
@@ -92,8 +94,9 @@ def build_policy_input(
     return PolicyInput(request=request, partitions=partitions)
 
 
-def _report(policy_input: PolicyInput, answer: EngineAnswer, engine: str, entrypoint: str,
+def _report(policy_input: PolicyInput, document: dict, answer: EngineAnswer, engine: str, entrypoint: str,
             started: float) -> GateReport:
+    """The gate report; ``document`` is the input exactly as sent, whose digest the ledger keeps."""
     from airflow_consent.ledger import input_digest
 
     decided = _check_decision(answer.result, policy_input.partitions, engine)
@@ -108,7 +111,7 @@ def _report(policy_input: PolicyInput, answer: EngineAnswer, engine: str, entryp
         evaluated_at=policy_input.request.evaluated_at,
         duration_ms=round((time.perf_counter() - started) * 1000, 1),
         partitions=decided,
-        input_digest=input_digest(policy_input.model_dump(mode="json")),
+        input_digest=input_digest(document),
     )
 
 
