@@ -24,6 +24,11 @@ ledger that cannot be read raises ``LedgerError`` and the task is retried.
 
 With a gate in ``on_violation="exclude"`` mode, the partitions it excluded are not inputs of the
 training task: only the partitions it allowed are checked, and at least one must be.
+
+A training task with no gate upstream, in a DAG scheduled on a gate's approved asset
+(``[consent] approved_asset_patterns``), is cleared by the latest triggering event of each such
+asset instead: every partition the event approves must have a passing record under the event's
+decision id in the ledger, with the fingerprint the event names, which must still be the one on disk.
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
     dag_id, run_id, task_id = task.dag_id, context["run_id"], task.task_id
     head = f"Consent clearance refused: training task {task_id!r} of DAG {dag_id!r} may not start in run {run_id!r}"
     gates = upstream_gates(task)
+    if not gates and (approvals := _approvals(task, context)) is not None:
+        return _check_approvals(approvals, ledger, head)
     try:
         allowed = _cleared_in_ledger(ledger, dag_id, run_id)
     except LedgerTampered as exc:
@@ -131,18 +138,97 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
     return [p for p in required if p.id in allowed]
 
 
-def _cleared_in_ledger(ledger: Any, dag_id: str, run_id: str) -> dict[str, str]:
+def _approvals(task: Any, context: Any) -> list[tuple[str, dict]] | None:
+    """(asset URI, extra of its latest triggering event) for each approved asset the DAG is scheduled
+    on; None when the DAG is not scheduled on one."""
+    from airflow_consent.cluster_policy import approved_schedule
+    from airflow_consent.config import enforcement_settings
+
+    scheduled = approved_schedule(task.dag, enforcement_settings())
+    if not scheduled:
+        return None
+    triggering = context.get("triggering_asset_events") or {}
+    approvals = []
+    for asset in triggering:
+        if getattr(asset, "uri", None) in scheduled and (events := triggering[asset]):
+            approvals.append((asset.uri, dict(events[-1].extra or {})))
+    return approvals
+
+
+def _check_approvals(approvals: list[tuple[str, dict]], ledger: Any, head: str) -> list[RequiredPartition]:
+    """Clear a task scheduled on approved assets: each approved partition must have a passing record
+    under the event's decision id in the ledger, with the fingerprint on disk now."""
+    if not approvals:
+        problem = ClearanceProblem(kind="no_gate", message="no approval event of a consent gate triggered this run "
+                                   "(was it triggered by hand?)")
+        raise ClearanceRefused(f"{head}: {problem.message}", [problem])
+    required: list[RequiredPartition] = []
+    problems: list[ClearanceProblem] = []
+    for uri, extra in approvals:
+        decision_id, approved = extra.get("decision_id"), extra.get("approved_partitions")
+        if not decision_id or not approved:
+            problems.append(ClearanceProblem(kind="not_allowed", gate=uri,
+                                             message=f"the event on {uri} carries no consent decision"))
+            continue
+        try:
+            passed = _cleared_in_ledger(ledger, decision_id=decision_id)
+        except LedgerTampered as exc:
+            problems.append(ClearanceProblem(kind="tampered", message=f"the consent ledger fails verification: {exc}"))
+            continue
+        on_disk = _fingerprints_now([p["uri"] for p in approved], [p["id"] for p in approved])
+        for claimed in approved:
+            pid = claimed["id"]
+            if passed.get(pid) != claimed["fingerprint"]:
+                problems.append(ClearanceProblem(
+                    kind="not_allowed", partition_id=pid, gate=uri,
+                    message=f"{pid}: the event on {uri} approves it, but the ledger holds no passing decision "
+                    f"{decision_id} for it with fingerprint {claimed['fingerprint']}",
+                ))
+            elif on_disk.get(pid) != claimed["fingerprint"]:
+                problems.append(ClearanceProblem(
+                    kind="changed", partition_id=pid, gate=uri, allowed_fingerprint=claimed["fingerprint"],
+                    current_fingerprint=on_disk.get(pid),
+                    message=f"{pid}: changed after its check: allowed with fingerprint {claimed['fingerprint']}, "
+                    f"on disk now {on_disk.get(pid) or 'missing'}",
+                ))
+            else:
+                required.append(RequiredPartition(id=pid, fingerprint=claimed["fingerprint"], gate=uri, excludable=False))
+    if problems:
+        raise ClearanceRefused(_message(head, problems), problems)
+    return required
+
+
+def _fingerprints_now(uris: list[str], ids: list[str]) -> dict[str, str]:
+    """Partition id -> fingerprint on disk now, discovering each partition's dataset root once."""
+    from airflow_consent.discovery import discover_partitions, fingerprint
+
+    roots: dict[tuple[str, str], set[str]] = {}
+    for uri, pid in zip(uris, ids, strict=True):
+        dataset, *keys = pid.split("/")
+        roots.setdefault((uri.rstrip("/").rsplit("/", len(keys))[0], dataset), set()).add(pid)
+    found: dict[str, str] = {}
+    for (root, dataset), wanted in roots.items():
+        try:
+            partitions = discover_partitions(root, dataset=dataset)
+        except ConsentConfigurationError:
+            continue  # reported as missing by the caller
+        found.update({p.id: fingerprint(p) for p in partitions if p.id in wanted})
+    return found
+
+
+def _cleared_in_ledger(ledger: Any, dag_id: str | None = None, run_id: str | None = None, *,
+                       decision_id: str | None = None) -> dict[str, str]:
     """Partition id -> fingerprint of its latest decision in this run, where that decision let it pass.
 
     The ledger counts an allow, and a deny whose violations are all of rules not enforced
     (warn/dryrun), and checks the run's records' hashes and links first (``LedgerTampered``).
     """
     if ledger is not None:
-        return ledger.allowed_fingerprints(dag_id, run_id)
+        return ledger.allowed_fingerprints(dag_id, run_id, decision_id=decision_id)
     from airflow_consent.ledger import Ledger
 
     with Ledger() as default_ledger:
-        return default_ledger.allowed_fingerprints(dag_id, run_id)
+        return default_ledger.allowed_fingerprints(dag_id, run_id, decision_id=decision_id)
 
 
 def _required_partitions(gates: list[Any], context: Any) -> tuple[list[RequiredPartition], list[ClearanceProblem]]:

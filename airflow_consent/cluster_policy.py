@@ -108,8 +108,29 @@ def upstream_gates(task: Any) -> list[Any]:
     return sorted((t for t in task.get_flat_relatives(upstream=True) if is_gate(t)), key=lambda t: t.task_id)
 
 
+def approved_schedule(dag: Any, settings: EnforcementSettings) -> list[str]:
+    """URIs of the assets ``dag`` is scheduled on that consent gates publish (``approved_asset_patterns``).
+
+    A DAG scheduled on a gate's approved asset is gated by that gate, in another DAG: its training
+    tasks are cleared by the decision id the triggering event carries.
+    """
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        for child in getattr(node, "objects", None) or ():
+            walk(child)
+        uri = getattr(node, "uri", None)
+        if isinstance(uri, str) and any(fnmatchcase(uri, pattern) for pattern in settings.approved_asset_patterns):
+            found.append(uri)
+
+    walk(getattr(getattr(dag, "timetable", None), "asset_condition", None))
+    return found
+
+
 def ungated_training_tasks(dag: Any, settings: EnforcementSettings) -> dict[str, str]:
     """task id -> why it is a training task, for each training task of ``dag`` without a gate upstream."""
+    if approved_schedule(dag, settings):
+        return {}
     ungated = {}
     for task in dag.tasks:
         if (reason := training_reason(task, settings)) and not upstream_gates(task):

@@ -51,6 +51,7 @@ def default_ledger_url() -> str:
 TRAINING_TAGS = "training"
 TRAINING_OPERATORS = "*TrainingOperator, *TrainingJobOperator, *TuningJobOperator"
 TRAINING_OUTLET_PATTERNS = "model://*, models://*"
+APPROVED_ASSET_PATTERNS = "consent://approved/*"
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class EnforcementSettings:
     training_tags: tuple[str, ...]
     training_operators: tuple[str, ...]
     training_outlet_patterns: tuple[str, ...]
+    approved_asset_patterns: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
 
@@ -88,5 +90,6 @@ def enforcement_settings() -> EnforcementSettings:
         training_tags=patterns("training_tags", TRAINING_TAGS),
         training_operators=patterns("training_operators", TRAINING_OPERATORS),
         training_outlet_patterns=patterns("training_outlet_patterns", TRAINING_OUTLET_PATTERNS),
+        approved_asset_patterns=patterns("approved_asset_patterns", APPROVED_ASSET_PATTERNS),
         problems=tuple(problems),
     )

@@ -127,6 +127,15 @@ def get_provider_info() -> dict:
                         "example": "model://*, s3://ml-models/*",
                         "default": "model://*, models://*",
                     },
+                    "approved_asset_patterns": {
+                        "description": "Asset URI patterns, comma-separated, of the approved assets gates publish: a "
+                        "DAG scheduled on one is gated by that gate, and its training tasks are cleared by the "
+                        "decision id the triggering event carries.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "consent://approved/*",
+                        "default": "consent://approved/*",
+                    },
                     "enforcement": {
                         "description": "Default enforcement mode of every rule: deny (blocks), warn (passes; "
                         "violations logged and reported) or dryrun (passes; violations only recorded). A gate's "

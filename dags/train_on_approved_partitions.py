@@ -1,11 +1,13 @@
 """Example: a gate that approves what it can, and a training DAG scheduled on what it approved.
 
 ``approve_profile_photos`` runs the consent gate with ``on_violation="exclude"``: the denied
-partitions (okcupid, stock on the sample data) are left out with their reasons, and the approved
-ones are published as an event on the ``approved_profile_photos`` asset, whose ``extra`` carries
-the decision id, purpose, policy revision and each approved partition with its fingerprint.
-``train_on_approved_profile_photos`` is scheduled on that asset and trains on exactly those
-partitions.
+partitions (okcupid, stock and the studio partition holding revoked subjects, on the sample data)
+are left out with their reasons, and the approved ones are published as an event on the
+``approved_profile_photos`` asset, whose ``extra`` carries the decision id, purpose, policy revision
+and each approved partition with its fingerprint. ``train_on_approved_profile_photos`` is scheduled
+on that asset and trains on exactly those partitions. It is a training DAG with no gate of its own:
+the cluster policy accepts it because it is scheduled on a ``consent://approved/*`` asset, and the
+run-time clearance checks the event's decision id against the ledger and the fingerprints on disk.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ with DAG(dag_id="approve_profile_photos", schedule=None, catchup=False, tags=["c
         purpose="face_recognition_training",
         on_violation="exclude",
         approved_asset=APPROVED,
+        dataset_config_path=Path(__file__).resolve().parent / "datasets",
     )
 
-with DAG(dag_id="train_on_approved_profile_photos", schedule=[APPROVED], catchup=False, tags=["consent"]):
+with DAG(dag_id="train_on_approved_profile_photos", schedule=[APPROVED], catchup=False, tags=["training", "consent"]):
 
     @task
     def train(triggering_asset_events=None) -> dict:

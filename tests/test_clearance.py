@@ -30,7 +30,7 @@ class FakeLedger:
         self.allowed = allowed
         self.asked: list[tuple[str, str]] = []
 
-    def allowed_fingerprints(self, dag_id: str, run_id: str) -> dict[str, str]:
+    def allowed_fingerprints(self, dag_id=None, run_id=None, *, decision_id=None) -> dict[str, str]:
         self.asked.append((dag_id, run_id))
         if isinstance(self.allowed, Exception):
             raise self.allowed
@@ -254,3 +254,72 @@ def test_with_the_real_ledger_unenforced_violations_pass_and_enforced_ones_do_no
         task.dag.task_dict["consent_gate"].partition_filter = [("year", "=", "2024")]
         (cleared,) = check_clearance(task, context(task), ledger=ledger)
     assert cleared.id == STUDIO_2024
+
+
+# --- a training DAG scheduled on a gate's approved asset ------------------------------------------
+
+APPROVED = "consent://approved/profile_photos"
+
+
+def approved_training_task():
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG, Asset
+
+    with DAG("train_on_approved", schedule=[Asset("approved", uri=APPROVED)], tags=["training"]) as dag:
+        EmptyOperator(task_id="train")
+    return dag.task_dict["train"]
+
+
+def approval(dataset, ledger, *, sources_filter="studio_optin") -> dict:
+    """Run the real gate over ``dataset``, record it, and return the extra its approved-asset event carries."""
+    from datetime import datetime, timezone
+
+    from airflow_consent.engines.local import LocalOpaEngine
+    from airflow_consent.gate import DatasetSpec, evaluate_gate
+    from airflow_consent.models import GateRequest
+
+    request = GateRequest(purpose=PURPOSE, dag_id="approve", run_id="r1", task_id="consent_gate",
+                          evaluated_at=datetime.now(timezone.utc))
+    report = evaluate_gate(request, [DatasetSpec(uri=str(dataset))], LocalOpaEngine(),
+                           partition_filter=[("year", "=", "2024")])
+    ledger.record(report, request, mode="deny", input_digest=report.input_digest)
+    return {"decision_id": report.decision_id,
+            "approved_partitions": [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in report.passed]}
+
+
+def triggered_by(task, extra: dict | None) -> dict:
+    from types import SimpleNamespace
+
+    from airflow.sdk import Asset
+
+    events = {} if extra is None else {Asset("approved", uri=APPROVED): [SimpleNamespace(extra=extra)]}
+    return {**context(task), "triggering_asset_events": events}
+
+
+def test_a_dag_scheduled_on_an_approved_asset_is_gated_and_cleared_by_its_decision(tmp_path, opa_binary):
+    from airflow_consent.cluster_policy import ungated_training_tasks
+    from airflow_consent.config import enforcement_settings
+    from airflow_consent.ledger import Ledger
+
+    dataset = generate_profile_photos(tmp_path / "data", sources=("studio_optin",))
+    task = approved_training_task()
+    assert ungated_training_tasks(task.dag, enforcement_settings()) == {}
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        extra = approval(dataset, ledger)
+        (cleared,) = check_clearance(task, triggered_by(task, extra), ledger=ledger)
+        assert cleared.id == STUDIO_2024
+
+        forged = {**extra, "decision_id": "not-a-decision"}
+        assert [p.kind for p in refused_with(task, triggered_by(task, forged), ledger).problems] == ["not_allowed"]
+        assert "triggered by hand" in str(refused_with(task, triggered_by(task, None), ledger))
+
+        sidecar_free = dataset / "source=studio_optin" / "year=2024" / "part-0.parquet"
+        sidecar_free.write_bytes(sidecar_free.read_bytes() + b"\0")
+        (problem,) = refused_with(task, triggered_by(task, extra), ledger).problems
+        assert problem.kind == "changed" and problem.allowed_fingerprint == extra["approved_partitions"][0]["fingerprint"]
+
+
+def refused_with(task, ctx, ledger) -> ClearanceRefused:
+    with pytest.raises(ClearanceRefused) as raised:
+        check_clearance(task, ctx, ledger=ledger)
+    return raised.value

@@ -202,9 +202,12 @@ class Ledger:
             for row in conn.execution_options(yield_per=2000).execute(query):
                 yield LedgerRecord.from_row(row._mapping)
 
-    def allowed_fingerprints(self, dag_id: str, run_id: str) -> dict[str, str]:
-        """Partition id → fingerprint of its latest decision in this run, where that decision let it
-        through: allowed by the policies, or denied only by violations in warn/dryrun mode.
+    def allowed_fingerprints(
+        self, dag_id: str | None = None, run_id: str | None = None, *, decision_id: str | None = None
+    ) -> dict[str, str]:
+        """Partition id → fingerprint of its latest decision in this run (or in decision ``decision_id``),
+        where that decision let it through: allowed by the policies, or denied only by violations in
+        warn/dryrun mode.
 
         Raises ``LedgerTampered`` when those records fail their hashes or their links to their
         neighbours: a clearance must never rest on an edited record.
@@ -212,9 +215,10 @@ class Ledger:
         with self._read() as conn:
             if conn is None:
                 return {}
-            query = self._select(dag_id=dag_id, run_id=run_id).order_by(ledger_table.c.seq)
+            query = self._select(dag_id=dag_id, run_id=run_id, decision_id=decision_id).order_by(ledger_table.c.seq)
             rows = [row._mapping for row in conn.execute(query)]
-            self._check_neighbourhood(conn, rows, f"DAG {dag_id!r} run {run_id!r}")
+            self._check_neighbourhood(conn, rows, f"decision {decision_id!r}" if decision_id else
+                                      f"DAG {dag_id!r} run {run_id!r}")
         latest: dict[str, Mapping[str, Any]] = {}
         for row in rows:
             latest[row["partition_id"]] = row
@@ -270,8 +274,10 @@ class Ledger:
             )
 
     @staticmethod
-    def _select(*, dag_id: str | None, run_id: str | None):
+    def _select(*, dag_id: str | None, run_id: str | None, decision_id: str | None = None):
         query = select(ledger_table)
+        if decision_id is not None:
+            query = query.where(ledger_table.c.decision_id == decision_id)
         if dag_id is not None:
             query = query.where(ledger_table.c.dag_id == dag_id)
         if run_id is not None:
