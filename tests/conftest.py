@@ -25,6 +25,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 from airflow_consent.engines.opa_binary import ensure_opa  # noqa: E402
 from airflow_consent.policies import policy_dir  # noqa: E402
 from postgres import postgres_server, postgres_url  # noqa: E402, F401 - a real PostgreSQL for ledger tests
+from dag_runs import airflow_db  # noqa: E402, F401 - the Airflow metadata DB for DagBag + dag.test() tests
 
 REPO = Path(__file__).resolve().parent.parent
 

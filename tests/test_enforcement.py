@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from dag_runs import airflow_db, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
+from dag_runs import run_dag, xcom
 
 from airflow_consent.enforcement import Enforcement, parse_rule_modes
 from airflow_consent.errors import ConsentConfigurationError

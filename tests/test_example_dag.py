@@ -6,12 +6,11 @@ import json
 import textwrap
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from airflow_consent.cli import app
 from airflow_consent.sample_data import REVOKED_SUBJECTS, generate_profile_photos, remove_subjects
-from dag_runs import airflow_db, parse, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
+from dag_runs import parse, run_dag, xcom
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "train_face_recognition"

@@ -15,7 +15,7 @@ from airflow_consent.ledger import Ledger, input_digest
 from airflow_consent.models import GateRequest
 from airflow_consent.operators.consent import ConsentGateOperator
 from airflow_consent.sample_data import generate_profile_photos
-from dag_runs import airflow_db, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
+from dag_runs import run_dag, xcom
 
 DAG_FILE = """
 from airflow.sdk import DAG

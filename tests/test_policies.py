@@ -81,10 +81,10 @@ def load_example(path: Path) -> tuple[str, dict]:
 
 def test_every_rule_has_complete_metadata(rule_metadata: dict[str, dict]) -> None:
     assert len(rule_metadata) >= 12
-    for rule, annotations in rule_metadata.items():
-        custom = annotations.get("custom", {})
-        assert annotations.get("title"), f"{rule}: no title"
-        assert annotations.get("description"), f"{rule}: no description"
+    for rule, metadata in rule_metadata.items():
+        custom = metadata.get("custom", {})
+        assert metadata.get("title"), f"{rule}: no title"
+        assert metadata.get("description"), f"{rule}: no description"
         missing = [field for field in REQUIRED_CUSTOM if field not in custom]
         assert not missing, f"{rule}: custom metadata lacks {missing}"
         assert custom["severity"] in {"critical", "high", "medium", "low"}, rule

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
-from dag_runs import airflow_db, run_dag, xcom  # noqa: F401 - airflow_db is a fixture
+from dag_runs import run_dag, xcom
 
 from airflow_consent.ledger import Ledger
 from airflow_consent.manifests import SIDECAR_NAME
