@@ -24,11 +24,11 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem as FsspecLocalFileSystem
 
 from airflow_consent.errors import ConsentConfigurationError, NoPartitionsFound
+from airflow_consent.models import FILTER_OPERATORS
 
 IGNORE_PREFIXES = ("_", ".")
 CHUNK_SIZE = 1 << 20
 PROGRESS_EVERY = 1000
-_FILTER_OPERATORS = {"=", "==", "!=", "<", ">", "<=", ">=", "in", "not in"}
 
 PartitionFilter = Sequence[Sequence[object]] | Sequence[Sequence[Sequence[object]]]
 
@@ -330,9 +330,9 @@ def _normalize_filter(partition_filter: PartitionFilter) -> list[list[tuple[str,
         predicates = []
         for key, op, value in conjunction:
             op = str(op).strip().lower()
-            if op not in _FILTER_OPERATORS:
+            if op not in FILTER_OPERATORS:
                 raise ConsentConfigurationError(
-                    f"partition_filter operator {op!r} is not one of {sorted(_FILTER_OPERATORS)}"
+                    f"partition_filter operator {op!r} is not one of {sorted(FILTER_OPERATORS)}"
                 )
             if op in ("in", "not in"):
                 if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):

@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 MANIFEST_VERSION = "1"
+# Comparison operators of a partition filter (pyarrow's DNF filter format).
+FILTER_OPERATORS = frozenset({"=", "==", "!=", "<", ">", "<=", ">=", "in", "not in"})
 
 
 class _Strict(BaseModel):

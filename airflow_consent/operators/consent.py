@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_consent.enforcement import MODES, ON_VIOLATION
 from airflow_consent.errors import ConsentConfigurationError
+from airflow_consent.models import FILTER_OPERATORS
 from airflow_consent.policies import purpose_taxonomy
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 XCOM_REPORT_KEY = "gate_report"
 GATE_TEMPLATE_FIELDS = ("datasets", "purpose", "partition_filter", "model")
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
-_FILTER_OPS = {"=", "==", "!=", "<", ">", "<=", ">=", "in", "not in"}
 
 
 class ConsentGateDenied(AirflowFailException):
@@ -283,8 +283,8 @@ def _validate_filter(task_id: str, partition_filter: list) -> None:
     clauses = partition_filter if partition_filter and isinstance(partition_filter[0], list) else [partition_filter]
     for clause in clauses:
         for term in clause:
-            if not (isinstance(term, (tuple, list)) and len(term) == 3 and str(term[1]).lower() in _FILTER_OPS):
+            if not (isinstance(term, (tuple, list)) and len(term) == 3 and str(term[1]).lower() in FILTER_OPERATORS):
                 raise ConsentConfigurationError(
                     f"{task_id}: partition_filter term {term!r} must be (key, op, value) with op one of "
-                    f"{sorted(_FILTER_OPS)}"
+                    f"{sorted(FILTER_OPERATORS)}"
                 )
