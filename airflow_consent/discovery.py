@@ -2,10 +2,20 @@
 
 A dataset is a directory (local path or any fsspec URI) laid out hive-style:
 ``<root>/<key>=<value>/<key>=<value>/<data files>``. Every leaf directory is a partition; its data
-files are the files whose names do not start with ``_`` or ``.`` (pyarrow's default
-``ignore_prefixes``), so sidecars such as ``_consent_manifest.json`` sit beside the data without
-being part of it. Anything that does not fit that layout is a configuration error, never skipped:
-a gate must not approve a dataset it could only partly read.
+files are the regular files whose names do not start with ``_`` or ``.`` (pyarrow's default
+``ignore_prefixes``, what a reader of the partition reads, whatever their suffix), so sidecars such as
+``_consent_manifest.json`` sit beside the data without being part of it. Anything that does not fit
+that layout is a configuration error, never skipped: a gate must not approve a dataset it could
+only partly read.
+
+Only regular files are ever opened: a FIFO, socket or device in a partition (which would hang or
+crash a reader) is listed in ``DiscoveredPartition.irregular_files`` for the gate to deny.
+
+Partition ids are injective: keys and values are percent-decoded as pyarrow's hive partitioning
+does, then written into the id in one canonical escaping (``quote`` keeping only letters, digits
+and ``-_.~``), so ``source=studio:optin`` has the id ``.../source=studio%3Aoptin``, never that of
+``source=studio_optin``. Two directories that decode to the same keys (``studio%5Foptin`` beside
+``studio_optin``, or the same text in two Unicode normal forms) are a configuration error.
 """
 
 from __future__ import annotations
@@ -13,9 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import fsspec
 import pyarrow as pa
@@ -28,6 +40,7 @@ from airflow_consent.models import FILTER_OPERATORS
 
 IGNORE_PREFIXES = ("_", ".")
 CHUNK_SIZE = 1 << 20
+ID_SAFE_CHARACTERS = "-_.~"  # besides letters and digits; everything else is percent-escaped in ids
 PROGRESS_EVERY = 1000
 
 PartitionFilter = Sequence[Sequence[object]] | Sequence[Sequence[Sequence[object]]]
@@ -55,6 +68,8 @@ class DiscoveredPartition:
     files: tuple[DataFile, ...] = field(repr=False)
     sidecar_files: tuple[str, ...] = field(repr=False)
     filesystem: pafs.FileSystem = field(repr=False, compare=False)
+    irregular_files: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    """(name, kind) of every entry that is neither a regular file nor a directory: never opened."""
 
     def uri_of(self, name: str) -> str:
         """The URI of the file ``name`` inside this partition directory."""
@@ -71,6 +86,7 @@ class _Entry:
     is_dir: bool
     size: int
     path: str
+    irregular: str | None = None  # the kind of a non-regular file ("FIFO", "socket", ...)
 
 
 def discover_partitions(
@@ -130,6 +146,8 @@ def fingerprint(partition: DiscoveredPartition) -> str:
     for data_file in sorted(partition.files, key=lambda f: f.name):
         content, size = _hash_content(partition.filesystem, data_file.path)
         digest.update(json.dumps([data_file.name, size, content]).encode() + b"\n")
+    for name, kind in partition.irregular_files:
+        digest.update(json.dumps([name, kind]).encode() + b"\n")
     return f"sha256:{digest.hexdigest()}"
 
 
@@ -184,10 +202,21 @@ def _scan_local(root_path: str) -> Iterator[_Entry]:
                 stack.append((child.path, child_parts, real, ancestors | {real}))
             else:
                 try:
-                    size = child.stat().st_size
+                    status = child.stat()
                 except OSError as exc:
                     raise ConsentConfigurationError(f"cannot read {child.path!r}: {exc}") from exc
-                yield _Entry(child_parts, False, size, child.path)
+                yield _Entry(child_parts, False, status.st_size, child.path, _irregular_kind(status.st_mode))
+
+
+def _irregular_kind(mode: int) -> str | None:
+    """None for a regular file; otherwise what it is (reading a FIFO or a device never ends)."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return "special file"
 
 
 def _scan_fsspec(fs: fsspec.AbstractFileSystem, root_path: str) -> Iterator[_Entry]:
@@ -202,10 +231,12 @@ def _scan_fsspec(fs: fsspec.AbstractFileSystem, root_path: str) -> Iterator[_Ent
         parts = tuple(path[len(prefix) :].split("/"))
         if any(_ignored(part) for part in parts[:-1]):
             continue
-        is_dir = info.get("type") == "directory"
+        kind = info.get("type")
+        is_dir = kind == "directory"
         if is_dir and _ignored(parts[-1]):
             continue
-        yield _Entry(parts, is_dir, 0 if is_dir else int(info.get("size") or 0), path)
+        irregular = None if is_dir or kind == "file" else f"{kind or 'untyped'} entry"
+        yield _Entry(parts, is_dir, 0 if is_dir else int(info.get("size") or 0), path, irregular)
 
 
 # --- partitions -------------------------------------------------------------------------------
@@ -213,7 +244,7 @@ def _scan_fsspec(fs: fsspec.AbstractFileSystem, root_path: str) -> Iterator[_Ent
 
 def _parse_segment(segment: str, path: str) -> tuple[str, str]:
     key, sep, value = segment.partition("=")
-    key, value = unquote(key), unquote(value)
+    key, value = (unicodedata.normalize("NFC", unquote(part)) for part in (key, value))
     if not sep or not key:
         raise ConsentConfigurationError(f"{path!r} is not a key=value partition directory")
     for part in (key, value):
@@ -235,6 +266,7 @@ def _partitions(
     subdirs: dict[tuple[str, ...], list[_Entry]] = {(): []}
     files: dict[tuple[str, ...], list[_Entry]] = {(): []}
     sidecars: dict[tuple[str, ...], list[str]] = {(): []}
+    irregular: dict[tuple[str, ...], list[tuple[str, str]]] = {}
     directories: dict[tuple[str, ...], _Entry] = {}
     for entry in entries:
         for depth in range(len(entry.parts)):
@@ -249,6 +281,8 @@ def _partitions(
             files.setdefault(entry.parts, [])
             sidecars.setdefault(entry.parts, [])
             subdirs[parent].append(entry)
+        elif entry.irregular:
+            irregular.setdefault(parent, []).append((entry.parts[-1], entry.irregular))
         elif _ignored(entry.parts[-1]):
             sidecars[parent].append(entry.parts[-1])
         else:
@@ -260,8 +294,15 @@ def _partitions(
                 f"{data[0].path!r} is not in a key=value directory at the partition level: "
                 "data files must sit in the leaf partition directories"
             )
+    for parts, odd in irregular.items():
+        if not parts or subdirs[parts]:
+            where = "/".join((root_path.rstrip("/"), *parts, odd[0][0]))
+            raise ConsentConfigurationError(
+                f"{where!r} is a {odd[0][1]} outside the leaf partition directories: remove it"
+            )
 
     partitions: list[DiscoveredPartition] = []
+    directory_of_id: dict[str, str] = {}
     key_names: tuple[str, ...] | None = None
     first_path = ""
     for parts in sorted(p for p in subdirs if p and not subdirs[p]):
@@ -279,11 +320,17 @@ def _partitions(
             raise ConsentConfigurationError(
                 f"{path!r} has partition keys {list(keys)} but {first_path!r} has {list(key_names)}"
             )
+        partition_id = "/".join([dataset, *(f"{_escape(k)}={_escape(v)}" for k, v in keys.items())])
+        if (other := directory_of_id.setdefault(partition_id, path)) != path:
+            raise ConsentConfigurationError(
+                f"{other!r} and {path!r} name the same partition {partition_id!r} once decoded: "
+                "rename one so that each partition has one directory"
+            )
         partitions.append(
             DiscoveredPartition(
                 dataset=dataset,
                 keys=keys,
-                id="/".join([dataset, *(f"{k}={v}" for k, v in keys.items())]),
+                id=partition_id,
                 uri=f"{root_uri}/{'/'.join(parts)}",
                 root=root_uri,
                 path=path,
@@ -293,6 +340,7 @@ def _partitions(
                 ),
                 sidecar_files=tuple(sorted(sidecars[parts])),
                 filesystem=filesystem,
+                irregular_files=tuple(sorted(irregular.get(parts, []))),
             )
         )
         if progress and len(partitions) % PROGRESS_EVERY == 0:
@@ -301,6 +349,10 @@ def _partitions(
         progress(len(partitions))
     partitions.sort(key=lambda p: p.id)
     return partitions
+
+
+def _escape(text: str) -> str:
+    return quote(text, safe=ID_SAFE_CHARACTERS)
 
 
 # --- filters ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -21,6 +22,7 @@ from airflow_consent.engines import EngineAnswer, PolicyEngine
 from airflow_consent.errors import ConsentConfigurationError, MalformedDecision
 from airflow_consent.models import (
     DecidedPartition,
+    EvidenceProblem,
     GateReport,
     GateRequest,
     PartitionInput,
@@ -28,6 +30,9 @@ from airflow_consent.models import (
     PolicyInput,
 )
 from airflow_consent.policies import DEFAULT_ENTRYPOINT
+
+if TYPE_CHECKING:
+    from airflow_consent.discovery import DiscoveredPartition
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +149,7 @@ def collect_partitions(
                     manifest_source=source,
                     manifest_problems=problems,
                     evidence=facts,
-                    evidence_problems=evidence_problems,
+                    evidence_problems=[*_irregular_file_problems(partition), *evidence_problems],
                 )
             )
             if done % PROGRESS_EVERY == 0 or done == len(found):
@@ -152,6 +157,17 @@ def collect_partitions(
     if duplicates := sorted(i for i, n in Counter(p.id for p in collected).items() if n > 1):
         raise ConsentConfigurationError(f"partitions listed twice (a dataset given twice?): {duplicates[:5]}")
     return collected
+
+
+def _irregular_file_problems(partition: DiscoveredPartition) -> list[EvidenceProblem]:
+    """A FIFO, socket or device in a partition is never read (it would hang a reader): the partition is denied."""
+    return [
+        EvidenceProblem(
+            file=partition.uri_of(name), field=None,
+            message=f"a {kind} is not a regular file: only regular files may sit in a partition; remove it",
+        )
+        for name, kind in partition.irregular_files
+    ]
 
 
 def _check_decision(result: object, partitions: list[PartitionInput], engine: str) -> list[DecidedPartition]:

@@ -1,10 +1,11 @@
 """Read what a partition claims: its consent manifest, from a sidecar file or Parquet metadata.
 
-The sidecar ``_consent_manifest.json`` in the partition directory wins; otherwise the manifest is
-the JSON text under the key ``airflow_consent.manifest`` in the key-value metadata of the
-partition's Parquet files (only footers are read), and every file carrying it must agree.
+A manifest is the sidecar ``_consent_manifest.json`` in the partition directory, or the JSON text
+under the key ``airflow_consent.manifest`` in the key-value metadata of the partition's Parquet files
+(only footers are read). Every data file's footer is read, and every claim found must agree.
 
-Bad partition content never raises: a missing, unreadable or invalid manifest comes back as
+Bad partition content never raises: a missing, unreadable, oversized (1 MiB), too deeply nested,
+invalid or conflicting manifest comes back as
 ``ManifestProblem``s (file and dotted field path) and no manifest, which the policies deny.
 Validation is strict: JSON types must match (``"false"`` is not a boolean), unknown fields are
 errors, and datetimes must carry a time zone.
@@ -13,6 +14,7 @@ errors, and datetimes must carry a time zone.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -24,8 +26,10 @@ from airflow_consent.models import MANIFEST_VERSION, Manifest, ManifestProblem
 
 SIDECAR_NAME = "_consent_manifest.json"
 PARQUET_METADATA_KEY = "airflow_consent.manifest"
-PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
 MAX_MANIFEST_BYTES = 1 << 20
+MAX_MANIFEST_DEPTH = 32  # a manifest nests 3 levels deep; 10,000 would crash the JSON parsers
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 
 ManifestResult = tuple[Manifest | None, str | None, list[ManifestProblem]]
 
@@ -43,33 +47,22 @@ _JSON_TYPES = {
 def read_manifest(partition: DiscoveredPartition) -> ManifestResult:
     """The partition's manifest, the URI of the file it was read from, and the problems found.
 
-    The manifest is None whenever there is a problem; the source is set whenever a manifest
-    (valid or not) was found.
+    Every claim is read: the sidecar and the key-value metadata of every data file. They must all be
+    valid and say the same; a claim that disagrees with another is a problem naming both files and
+    the differing fields (a data file saying consent was withdrawn must not hide behind a sidecar
+    saying all is well). The manifest is None whenever there is a problem; the source (the sidecar,
+    else the first data file carrying a manifest) is set whenever a manifest was found.
     """
-    if SIDECAR_NAME in partition.sidecar_files:
-        return _read_sidecar(partition)
-    return _read_parquet_metadata(partition)
-
-
-def _read_sidecar(partition: DiscoveredPartition) -> ManifestResult:
-    source = partition.uri_of(SIDECAR_NAME)
-    try:
-        with partition.filesystem.open_input_stream(partition.path_of(SIDECAR_NAME)) as stream:
-            raw = stream.read(MAX_MANIFEST_BYTES + 1)
-    except (OSError, pa.ArrowException) as exc:
-        return None, source, [_problem(source, None, f"cannot read the manifest: {exc}")]
-    if len(raw) > MAX_MANIFEST_BYTES:
-        return None, source, [_problem(source, None, f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
-    manifest, problems = parse_manifest(raw, source)
-    return manifest, source, problems
-
-
-def _read_parquet_metadata(partition: DiscoveredPartition) -> ManifestResult:
+    claims: list[tuple[str, Manifest | None]] = []
     problems: list[ManifestProblem] = []
-    found: list[tuple[str, bytes, Any]] = []
+    sidecar = partition.uri_of(SIDECAR_NAME) if SIDECAR_NAME in partition.sidecar_files else None
+    if sidecar:
+        raw, problem = _read_sidecar(partition, sidecar)
+        if problem:
+            problems.append(problem)
+        else:
+            claims.append(_parsed(raw, sidecar, problems))
     for data_file in partition.files:
-        if not data_file.name.lower().endswith(PARQUET_SUFFIXES):
-            continue
         source = partition.uri_of(data_file.name)
         try:
             metadata = pq.read_metadata(data_file.path, filesystem=partition.filesystem).metadata or {}
@@ -77,40 +70,60 @@ def _read_parquet_metadata(partition: DiscoveredPartition) -> ManifestResult:
             problems.append(_problem(source, None, f"cannot read the Parquet footer: {exc}"))
             continue
         raw = metadata.get(PARQUET_METADATA_KEY.encode())
-        if raw is None:
-            continue
-        try:
-            parsed = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            parsed = None  # parse_manifest below reports where it breaks
-        found.append((source, raw, parsed))
+        if raw is not None:
+            claims.append(_parsed(raw, source, problems))
 
-    if not found:
-        return None, None, [*problems, _missing(partition)]
+    if not claims:
+        return None, sidecar, problems if sidecar else [*problems, _missing(partition)]
+    first_source, first = claims[0]
+    for source, manifest in claims[1:]:
+        if first and manifest and (fields := _differing_fields(first, manifest)):
+            problems.append(_problem(
+                source, fields[0],
+                f"conflicting manifests: {source} and {first_source} disagree on {', '.join(fields[:10])}; "
+                "every claim about a partition (sidecar and Parquet metadata) must say the same",
+            ))
+    return (first if not problems else None), first_source, problems
 
-    first_source, first_raw, first_parsed = found[0]
-    for source, raw, parsed in found[1:]:
-        same = raw == first_raw or (parsed is not None and parsed == first_parsed)
-        if not same:
-            problems.append(
-                _problem(
-                    source,
-                    None,
-                    f"the manifest in {source} differs from the one in {first_source}: "
-                    "all Parquet files of a partition must carry the same manifest",
-                )
-            )
-    manifest, parse_problems = parse_manifest(first_raw, first_source)
-    problems.extend(parse_problems)
-    return (manifest if not problems else None), first_source, problems
+
+def _read_sidecar(partition: DiscoveredPartition, source: str) -> tuple[bytes, ManifestProblem | None]:
+    try:
+        with partition.filesystem.open_input_stream(partition.path_of(SIDECAR_NAME)) as stream:
+            raw = stream.read(MAX_MANIFEST_BYTES + 1)
+    except (OSError, pa.ArrowException) as exc:
+        return b"", _problem(source, None, f"cannot read the manifest: {exc}")
+    return raw, None
+
+
+def _parsed(raw: bytes, source: str, problems: list[ManifestProblem]) -> tuple[str, Manifest | None]:
+    manifest, found = parse_manifest(raw, source)
+    problems.extend(found)
+    return source, manifest
+
+
+def _differing_fields(one: Manifest, other: Manifest) -> list[str]:
+    """Dotted paths of the fields whose values differ between two manifests."""
+    def flat(value: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+        return {prefix.rstrip("."): value}
+
+    left, right = flat(one.model_dump(mode="json"), ""), flat(other.model_dump(mode="json"), "")
+    return sorted(k for k in left.keys() | right.keys() if left.get(k) != right.get(k))
 
 
 def parse_manifest(raw: bytes | str, source: str) -> tuple[Manifest | None, list[ManifestProblem]]:
     """Validate manifest JSON text; problems name ``source`` and the dotted path of each bad field."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        return None, [_problem(source, None, f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")]
     try:
         text = raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as exc:
         return None, [_problem(source, None, f"manifest is not UTF-8 text: {exc}")]
+    if (depth := _nesting_depth(text)) > MAX_MANIFEST_DEPTH:
+        return None, [_problem(
+            source, None, f"manifest nests {depth} levels deep; at most {MAX_MANIFEST_DEPTH} are read"
+        )]
     try:
         json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as exc:
@@ -123,6 +136,15 @@ def parse_manifest(raw: bytes | str, source: str) -> tuple[Manifest | None, list
         return Manifest.model_validate_json(text, strict=True), []
     except ValidationError as exc:
         return None, [_validation_problem(source, error) for error in exc.errors(include_url=False)]
+
+
+def _nesting_depth(text: str) -> int:
+    """How deeply arrays and objects nest in JSON text, counted without parsing it (strings skipped)."""
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 class _DuplicateKey(ValueError):

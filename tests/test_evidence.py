@@ -292,10 +292,41 @@ def test_empty_partition_is_a_problem(data, conf):
 def test_partition_without_matching_data_files_is_a_problem(data, conf):
     directory = write_partition(data, "a")
     (directory / "rows.csv").write_text("subject_id\ns1\n")
-    write_config(conf, config(), revoked=[])
+    write_config(conf, config(data_files="*.parquet"), revoked=[])
 
-    assert only(data, conf)[1] == [EvidenceProblem(
-        file=f"{data / DATASET}/shard=a", message="no data file matches '*.parquet': there are no rows to check")]
+    assert only(data, conf)[1] == [
+        EvidenceProblem(file=f"{data / DATASET}/shard=a/rows.csv", message=UNMEASURED.format("*.parquet")),
+        EvidenceProblem(file=f"{data / DATASET}/shard=a",
+                        message="no data file matches '*.parquet': there are no rows to check"),
+    ]
+
+
+UNMEASURED = ("unmeasured file in partition: it does not match data_files {!r}, so its rows were not checked, yet a "
+              "reader of the partition reads it; rename or remove it, or widen data_files")
+
+
+@pytest.mark.parametrize("name", ["part-1.parq", "part-1.PARQUET", "part-1", "part-1.parquet.bak"])
+def test_every_data_file_is_measured_whatever_its_name(data, conf, name):
+    """Revoked subjects in a file a reader reads are found, whatever the file is called."""
+    directory = write_partition(data, "a", rows(["ok"]))
+    pq.write_table(rows(["r1"]), directory / name)
+    write_config(conf, config(), revoked=["r1"])
+
+    evidence, problems = only(data, conf)
+
+    assert problems == []
+    assert (evidence.content.rows, evidence.content.revoked.examples) == (2, ["r1"])
+
+
+@pytest.mark.parametrize("name", ["part-1.parq", "part-1.PARQUET", "part-1"])
+def test_a_data_file_outside_data_files_is_an_unmeasured_file(data, conf, name):
+    directory = write_partition(data, "a", rows(["ok"]))
+    pq.write_table(rows(["r1"]), directory / name)
+    write_config(conf, config(data_files="*.parquet"), revoked=["r1"])
+
+    assert only(data, conf)[1] == [
+        EvidenceProblem(file=f"{data / DATASET}/shard=a/{name}", message=UNMEASURED.format("*.parquet"))
+    ]
 
 
 def test_unreadable_revocation_list_denies_every_partition_naming_the_list(data, conf):

@@ -104,22 +104,45 @@ def test_parquet_metadata(tmp_path: Path) -> None:
     assert manifest == Manifest.model_validate(VALID)
 
 
-def test_sidecar_wins_over_parquet_metadata(tmp_path: Path) -> None:
+def test_sidecar_and_parquet_metadata_that_agree(tmp_path: Path) -> None:
     directory = tmp_path / "photos" / "source=stock"
-    write_parquet(directory / "part-0.parquet", manifest_with(provenance__source="from-parquet"))
-    source = write_sidecar(directory, manifest_with(provenance__source="from-sidecar"))
+    write_parquet(directory / "part-0.parquet", VALID)
+    source = write_sidecar(directory, VALID)
 
     manifest, found_in, problems = read_manifest(only_partition(directory.parent))
 
     assert (found_in, problems) == (source, [])
-    assert manifest.provenance.source == "from-sidecar"
+    assert manifest == Manifest.model_validate(VALID)
+
+
+def test_sidecar_and_parquet_metadata_that_disagree(tmp_path: Path) -> None:
+    """A data file saying consent was withdrawn must not hide behind a sidecar saying all is well."""
+    directory = tmp_path / "photos" / "source=stock"
+    write_parquet(directory / "part-0.parquet", manifest_with(consent__withdrawn_at="2023-05-01T00:00:00Z",
+                                                              provenance__source="from-parquet"))
+    source = write_sidecar(directory, VALID)
+
+    manifest, found_in, problems = read_manifest(only_partition(directory.parent))
+
+    data_file = f"{directory}/part-0.parquet"
+    assert (manifest, found_in) == (None, source)
+    assert problems == [
+        ManifestProblem(
+            file=data_file,
+            field="consent.withdrawn_at",
+            message=f"conflicting manifests: {data_file} and {source} disagree on consent.withdrawn_at, "
+            "provenance.source; every claim about a partition (sidecar and Parquet metadata) must say the same",
+        )
+    ]
 
 
 def test_sidecar_on_the_memory_filesystem() -> None:
     fs = fsspec.filesystem("memory")
     base = f"/lake-{uuid.uuid4().hex}/photos"
     try:
-        fs.pipe(f"{base}/source=stock/part-0.parquet", b"not read: the sidecar wins")
+        write = pa.BufferOutputStream()
+        pq.write_table(pa.table({"x": [1]}), write)
+        fs.pipe(f"{base}/source=stock/part-0.parquet", write.getvalue().to_pybytes())
         fs.pipe(f"{base}/source=stock/{SIDECAR_NAME}", json.dumps(VALID).encode())
         [partition] = discover_partitions(f"memory://{base}")
 
@@ -263,9 +286,9 @@ def test_disagreeing_parquet_files(tmp_path: Path) -> None:
     assert problems == [
         ManifestProblem(
             file=third,
-            field=None,
-            message=f"the manifest in {third} differs from the one in {first}: "
-            "all Parquet files of a partition must carry the same manifest",
+            field="consent.purposes",
+            message=f"conflicting manifests: {third} and {first} disagree on consent.purposes; "
+            "every claim about a partition (sidecar and Parquet metadata) must say the same",
         )
     ]
 
@@ -297,14 +320,20 @@ def test_corrupt_parquet_without_manifest_reports_both(tmp_path: Path) -> None:
     ]
 
 
-def test_non_parquet_data_files_are_not_read_as_parquet(tmp_path: Path) -> None:
+def test_every_data_file_is_read_whatever_its_name(tmp_path: Path) -> None:
+    """A reader reads every file not starting with '_' or '.': so does the manifest check."""
     directory = tmp_path / "photos" / "source=stock"
-    directory.mkdir(parents=True)
+    write_parquet(directory / "part-0.parquet", VALID)
+    write_parquet(directory / "part-1", manifest_with(consent__purposes=["advertising"]))
     (directory / "photo-0.jpg").write_bytes(b"\xff\xd8\xff not parquet")
 
     _, _, problems = read_manifest(only_partition(directory.parent))
 
-    assert [p.message.split(":")[0] for p in problems] == ["no consent manifest"]
+    assert [(p.file.rsplit("/", 1)[-1], p.field) for p in problems] == [
+        ("photo-0.jpg", None),
+        ("part-1", "consent.purposes"),
+    ]
+    assert problems[0].message.startswith("cannot read the Parquet footer: ")
 
 
 def test_sidecar_that_is_not_utf8(partition_dir: Path) -> None:

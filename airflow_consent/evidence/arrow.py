@@ -444,13 +444,19 @@ def _opened_files(
     The files are returned open (even when there are problems); the caller closes them.
     """
     files = [f for f in partition.files if settings.wants_file(f.name)]
+    problems: list[EvidenceProblem] = [
+        _problem(partition.uri_of(f.name), None,
+                 f"unmeasured file in partition: it does not match data_files {settings.config.data_files!r}, so its "
+                 "rows were not checked, yet a reader of the partition reads it; rename or remove it, or widen "
+                 "data_files")
+        for f in partition.files if not settings.wants_file(f.name)
+    ]
     if not files:
-        return [], "string", [_problem(
+        return [], "string", [*problems, _problem(
             partition.uri, None, f"no data file matches {settings.config.data_files!r}: there are no rows to check"
         )]
     columns = settings.config.columns
     opened: list[tuple[str, pq.ParquetFile]] = []
-    problems: list[EvidenceProblem] = []
     kinds: dict[str, str] = {}
     naive_files: dict[str, bool] = {}
     for data_file in files:

@@ -126,7 +126,11 @@ class DatasetEvidenceConfig(_Strict):
     """The evidence configuration of one dataset (``<dataset_config_path>/<dataset>.json``)."""
 
     config_version: Literal["1"]
-    data_files: str = Field(default="*.parquet", min_length=1, description="glob of the Parquet files holding rows")
+    data_files: str = Field(
+        default="*", min_length=1,
+        description="glob every data file of a partition must match; a file that does not is denied as unmeasured "
+        "(a reader of the partition reads every file not starting with '_' or '.')",
+    )
     batch_rows: int = Field(default=1 << 20, ge=1, description="rows per record batch read")
     columns: ColumnsConfig
     revocations: RevocationsConfig | None = None

@@ -118,6 +118,8 @@ def load_revocation_list(source: RevocationSource) -> RevocationList:
 
 def _read_file(source: RevocationSource) -> pa.ChunkedArray:
     fs, path = fsspec.core.url_to_fs(source.path)
+    if (kind := fs.info(path).get("type")) != "file":  # a FIFO or a device would never end
+        raise RevocationListUnreadable(source.describe(), f"not a regular file ({kind}): cannot read it as a list")
     if source.format == "parquet":
         with fs.open(path, "rb") as handle:
             parquet = pq.ParquetFile(handle)  # not pq.read_table: that imports pyarrow.dataset, and pandas
