@@ -13,8 +13,9 @@ arguments are what the policies judged, and an inlet need not be a hive-partitio
 The task is refused, with a message that says which, when
 
 - no gate is upstream of it (the gate was removed after the DAG was parsed, or never there);
-- a partition has no decision of this DAG run in the ledger that let it pass (an allow, or a deny
-  only by rules in warn/dryrun): the gate was marked "success" by hand, did not run, or denied it;
+- a partition has no decision of this DAG run by the gate that checks it (records are tied to the
+  gate task that wrote them: another task's allow does not count) that let it pass (an allow, or a
+  deny only by rules in warn/dryrun): the gate was marked "success" by hand, did not run, or denied it;
 - a partition's fingerprint now differs from the one its allow decision was made on (the data
   changed after the check): both fingerprints are named;
 - the ledger records of this run fail their hash chain (``LedgerTampered``).
@@ -22,8 +23,13 @@ The task is refused, with a message that says which, when
 Every refusal fails the task without retries (``ClearanceDenied``, an ``AirflowFailException``); a
 ledger that cannot be read raises ``LedgerError`` and the task is retried.
 
-With a gate in ``on_violation="exclude"`` mode, the partitions it excluded are not inputs of the
-training task: only the partitions it allowed are checked, and at least one must be.
+With a gate in ``on_violation="exclude"`` mode, the partitions it denied in this run are not inputs
+of the training task and are skipped; every other partition on disk must have been allowed by it,
+and at least one must be. A partition the gate never decided (added after the gate ran) is refused,
+not skipped: exclusion is a decision, and the gate made none on it. A partition two gates check is
+an input only when each of them let it pass. The partitions returned are exactly the ones cleared,
+as discovered now (``RequiredPartition.partition``): ``airflow_consent.reader.approved_dataset``
+reads those files and no others.
 
 A training task with no gate upstream, in a DAG scheduled on a gate's approved asset
 (``[consent] approved_asset_patterns``), is cleared by the latest triggering event of each such
@@ -34,12 +40,18 @@ decision id in the ledger, with the fingerprint the event names, which must stil
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_consent.errors import ConsentConfigurationError, ConsentError, LedgerTampered
+
+if TYPE_CHECKING:
+    from airflow_consent.discovery import DiscoveredPartition
+    from airflow_consent.ledger.store import LatestDecision
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +80,8 @@ class RequiredPartition:
     fingerprint: str
     gate: str
     excludable: bool
+    partition: DiscoveredPartition | None = field(default=None, repr=False, compare=False)
+    """The partition as discovered and fingerprinted now: its URI, data files and filesystem."""
 
 
 class ClearanceRefused(ConsentError):
@@ -110,12 +124,12 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
     gates = upstream_gates(task)
     if not gates and (approvals := _approvals(task, context)) is not None:
         return _check_approvals(approvals, ledger, head)
-    try:
-        allowed = _cleared_in_ledger(ledger, dag_id, run_id)
-    except LedgerTampered as exc:
-        problem = ClearanceProblem(kind="tampered", message=f"the consent ledger fails verification: {exc}")
-        raise ClearanceRefused(f"{head}: {problem.message}", [problem]) from exc
     if not gates:
+        try:
+            with _opened(ledger) as opened:
+                allowed = [d for d in opened.latest_decisions(dag_id, run_id).values() if d.passed]
+        except LedgerTampered as exc:
+            raise _tampered(head, exc) from exc
         record = (
             "the ledger holds no allow decision for this run either"
             if not allowed
@@ -129,13 +143,24 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
         )
         raise ClearanceRefused(f"{head}: {problem.message}", [problem])
 
+    try:
+        with _opened(ledger) as opened:  # each gate's own records: another task's allow does not count
+            decided = {gate.task_id: opened.latest_decisions(dag_id, run_id, task_id=gate.task_id) for gate in gates}
+    except LedgerTampered as exc:
+        raise _tampered(head, exc) from exc
     required, problems = _required_partitions(gates, context)
-    problems += _compare(required, allowed, run_id)
-    if not problems and not [p for p in required if p.id in allowed]:
+    cleared, mismatches = _compare(required, decided, run_id)
+    problems += mismatches
+    if not problems and not cleared:
         problems.append(ClearanceProblem(kind="not_allowed", message="no input partition is allowed in this run"))
     if problems:
         raise ClearanceRefused(_message(head, problems), problems)
-    return [p for p in required if p.id in allowed]
+    return cleared
+
+
+def _tampered(head: str, exc: LedgerTampered) -> ClearanceRefused:
+    problem = ClearanceProblem(kind="tampered", message=f"the consent ledger fails verification: {exc}")
+    return ClearanceRefused(f"{head}: {problem.message}", [problem])
 
 
 def _approvals(task: Any, context: Any) -> list[tuple[str, dict]] | None:
@@ -171,90 +196,104 @@ def _check_approvals(approvals: list[tuple[str, dict]], ledger: Any, head: str) 
                                              message=f"the event on {uri} carries no consent decision"))
             continue
         try:
-            passed = _cleared_in_ledger(ledger, decision_id=decision_id)
+            with _opened(ledger) as opened:
+                decided = opened.latest_decisions(decision_id=decision_id)
         except LedgerTampered as exc:
             problems.append(ClearanceProblem(kind="tampered", message=f"the consent ledger fails verification: {exc}"))
             continue
-        on_disk = _fingerprints_now([p["uri"] for p in approved], [p["id"] for p in approved])
+        on_disk = _partitions_now([(p["uri"], p["id"]) for p in approved])
         for claimed in approved:
             pid = claimed["id"]
-            if passed.get(pid) != claimed["fingerprint"]:
+            decision = decided.get(pid)
+            now = on_disk.get(pid)
+            if decision is None or not decision.passed or decision.fingerprint != claimed["fingerprint"]:
                 problems.append(ClearanceProblem(
                     kind="not_allowed", partition_id=pid, gate=uri,
                     message=f"{pid}: the event on {uri} approves it, but the ledger holds no passing decision "
                     f"{decision_id} for it with fingerprint {claimed['fingerprint']}",
                 ))
-            elif on_disk.get(pid) != claimed["fingerprint"]:
+            elif now is None or now[1] != claimed["fingerprint"]:
                 problems.append(ClearanceProblem(
                     kind="changed", partition_id=pid, gate=uri, allowed_fingerprint=claimed["fingerprint"],
-                    current_fingerprint=on_disk.get(pid),
+                    current_fingerprint=now and now[1],
                     message=f"{pid}: changed after its check: allowed with fingerprint {claimed['fingerprint']}, "
-                    f"on disk now {on_disk.get(pid) or 'missing'}",
+                    f"on disk now {now[1] if now else 'missing'}",
                 ))
             else:
-                required.append(RequiredPartition(id=pid, fingerprint=claimed["fingerprint"], gate=uri, excludable=False))
+                required.append(RequiredPartition(id=pid, fingerprint=now[1], gate=uri, excludable=False,
+                                                  partition=now[0]))
     if problems:
         raise ClearanceRefused(_message(head, problems), problems)
     return required
 
 
-def _fingerprints_now(uris: list[str], ids: list[str]) -> dict[str, str]:
-    """Partition id -> fingerprint on disk now, discovering each partition's dataset root once."""
+def _partitions_now(approved: list[tuple[str, str]]) -> dict[str, tuple[DiscoveredPartition, str]]:
+    """Partition id -> (partition, fingerprint) on disk now for (URI, id) pairs, discovering each
+    dataset once. The dataset root is the partition URI without as many trailing segments as the id
+    has ``key=value`` segments (ids are escaped, URIs are not, but both have one segment per key)."""
     from airflow_consent.discovery import discover_partitions, fingerprint
 
     roots: dict[tuple[str, str], set[str]] = {}
-    for uri, pid in zip(uris, ids, strict=True):
-        dataset, *keys = pid.split("/")
-        roots.setdefault((uri.rstrip("/").rsplit("/", len(keys))[0], dataset), set()).add(pid)
-    found: dict[str, str] = {}
+    for uri, pid in approved:
+        segments = pid.split("/")
+        depth = 0
+        while depth < len(segments) - 1 and "=" in segments[-1 - depth]:
+            depth += 1
+        root, dataset = uri.rstrip("/").rsplit("/", depth)[0], "/".join(segments[: len(segments) - depth])
+        roots.setdefault((root, dataset), set()).add(pid)
+    found: dict[str, tuple[DiscoveredPartition, str]] = {}
     for (root, dataset), wanted in roots.items():
         try:
             partitions = discover_partitions(root, dataset=dataset)
         except ConsentConfigurationError:
             continue  # reported as missing by the caller
-        found.update({p.id: fingerprint(p) for p in partitions if p.id in wanted})
+        found.update({p.id: (p, fingerprint(p)) for p in partitions if p.id in wanted})
     return found
 
 
-def _cleared_in_ledger(ledger: Any, dag_id: str | None = None, run_id: str | None = None, *,
-                       decision_id: str | None = None) -> dict[str, str]:
-    """Partition id -> fingerprint of its latest decision in this run, where that decision let it pass.
+@contextmanager
+def _opened(ledger: Any) -> Iterator[Any]:
+    """``ledger``, or the ``[consent] ledger_url`` one for the duration.
 
-    The ledger counts an allow, and a deny whose violations are all of rules not enforced
-    (warn/dryrun), and checks the run's records' hashes and links first (``LedgerTampered``).
+    Its ``latest_decisions`` counts an allow, and a deny whose violations are all of rules not
+    enforced (warn/dryrun), and checks the records' hashes and links first (``LedgerTampered``).
     """
     if ledger is not None:
-        return ledger.allowed_fingerprints(dag_id, run_id, decision_id=decision_id)
+        yield ledger
+        return
     from airflow_consent.ledger import Ledger
 
     with Ledger() as default_ledger:
-        return default_ledger.allowed_fingerprints(dag_id, run_id, decision_id=decision_id)
+        yield default_ledger
 
 
 def _required_partitions(gates: list[Any], context: Any) -> tuple[list[RequiredPartition], list[ClearanceProblem]]:
     """Discover and fingerprint again what each gate checks; a gate whose inputs cannot be read is a problem."""
     from airflow_consent.discovery import discover_partitions, fingerprint
 
-    required: dict[str, RequiredPartition] = {}
+    required: dict[tuple[str, str], RequiredPartition] = {}
+    fingerprints: dict[str, str] = {}  # by partition URI: two gates on one dataset hash it once
     problems: list[ClearanceProblem] = []
     for gate in gates:
         try:
             specs, partition_filter = _gate_inputs(gate, context)
             for uri, name in specs:
                 for partition in discover_partitions(uri, dataset=name, partition_filter=partition_filter or None):
-                    if partition.id not in required:
-                        required[partition.id] = RequiredPartition(
-                            id=partition.id,
-                            fingerprint=fingerprint(partition),
-                            gate=gate.task_id,
-                            excludable=getattr(gate, "on_violation", "fail") == "exclude",
-                        )
+                    if partition.uri not in fingerprints:
+                        fingerprints[partition.uri] = fingerprint(partition)
+                    required.setdefault((partition.id, gate.task_id), RequiredPartition(
+                        id=partition.id,
+                        fingerprint=fingerprints[partition.uri],
+                        gate=gate.task_id,
+                        excludable=getattr(gate, "on_violation", "fail") == "exclude",
+                        partition=partition,
+                    ))
         except (ConsentConfigurationError, OSError) as exc:
             problems.append(ClearanceProblem(
                 kind="unreadable", gate=gate.task_id,
                 message=f"cannot read the inputs of gate {gate.task_id!r} again: {exc}",
             ))
-    return sorted(required.values(), key=lambda p: p.id), problems
+    return [required[key] for key in sorted(required)], problems
 
 
 def _gate_inputs(gate: Any, context: Any) -> tuple[list[tuple[str, str | None]], Any]:
@@ -275,13 +314,30 @@ def _gate_inputs(gate: Any, context: Any) -> tuple[list[tuple[str, str | None]],
     return specs, partition_filter
 
 
-def _compare(required: list[RequiredPartition], allowed: dict[str, str], run_id: str) -> list[ClearanceProblem]:
-    problems = []
+def _compare(
+    required: list[RequiredPartition], decided: dict[str, dict[str, LatestDecision]], run_id: str
+) -> tuple[list[RequiredPartition], list[ClearanceProblem]]:
+    """The partitions cleared (each let through by every gate that checks it), and the problems.
+
+    ``decided`` is gate task id -> partition id -> that gate's latest decision in this run.
+    """
+    problems: list[ClearanceProblem] = []
+    passed: dict[str, RequiredPartition] = {}
+    excluded: set[str] = set()
     for partition in required:
-        allowed_fingerprint = allowed.get(partition.id)
-        if allowed_fingerprint is None:
+        decision = decided.get(partition.gate, {}).get(partition.id)
+        if decision is None and partition.excludable:
+            problems.append(ClearanceProblem(
+                kind="not_allowed", partition_id=partition.id, gate=partition.gate,
+                current_fingerprint=partition.fingerprint,
+                message=f"{partition.id}: gate {partition.gate!r} never decided it in run {run_id!r} (added after "
+                "the gate ran, or the gate did not run?): exclude mode leaves out only the partitions the gate "
+                "denied; run the gate again to decide it",
+            ))
+        elif decision is None or not decision.passed:
             if partition.excludable:
                 log.info("%s was excluded by gate %s: not an input of this run", partition.id, partition.gate)
+                excluded.add(partition.id)
                 continue
             problems.append(ClearanceProblem(
                 kind="not_allowed", partition_id=partition.id, gate=partition.gate,
@@ -290,14 +346,16 @@ def _compare(required: list[RequiredPartition], allowed: dict[str, str], run_id:
                 f"{partition.gate!r} did not allow it in this run: was the gate marked success by hand, or "
                 "did it not run?)",
             ))
-        elif allowed_fingerprint != partition.fingerprint:
+        elif decision.fingerprint != partition.fingerprint:
             problems.append(ClearanceProblem(
                 kind="changed", partition_id=partition.id, gate=partition.gate,
-                allowed_fingerprint=allowed_fingerprint, current_fingerprint=partition.fingerprint,
+                allowed_fingerprint=decision.fingerprint, current_fingerprint=partition.fingerprint,
                 message=f"{partition.id}: changed after its check: allowed with fingerprint "
-                f"{allowed_fingerprint}, on disk now {partition.fingerprint}",
+                f"{decision.fingerprint}, on disk now {partition.fingerprint}",
             ))
-    return problems
+        else:
+            passed.setdefault(partition.id, partition)
+    return [p for pid, p in passed.items() if pid not in excluded], problems
 
 
 def _message(head: str, problems: list[ClearanceProblem]) -> str:

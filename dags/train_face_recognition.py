@@ -45,13 +45,17 @@ with DAG(
     )
 
     @task
-    def train(ti=None) -> dict:
-        """Stand-in for training: reads exactly the partitions the gate approved."""
-        import pyarrow.dataset as ds
+    def train(**context) -> dict:
+        """Stand-in for training: reads exactly the partitions the gate allowed in this run.
 
-        report = ti.xcom_pull(task_ids="consent_gate", key=XCOM_REPORT_KEY)
-        rows = sum(ds.dataset(p["uri"].removeprefix("file://"), format="parquet").count_rows()
-                   for p in report["partitions"] if p["allow"])
-        return {"trained_on_rows": rows, "decision_id": report["decision_id"]}
+        ``approved_dataset`` checks them against the ledger again (fingerprints on disk now) and
+        returns a pyarrow dataset over their data files only; it refuses if anything changed.
+        """
+        from airflow_consent.reader import approved_dataset
+
+        photos = approved_dataset(context)
+        report = context["ti"].xcom_pull(task_ids="consent_gate", key=XCOM_REPORT_KEY)
+        return {"trained_on_rows": photos.count_rows(), "files": len(photos.files),
+                "decision_id": report["decision_id"]}
 
     gate >> train()

@@ -5,7 +5,9 @@ partitions (okcupid, stock and the studio partition holding revoked subjects, on
 are left out with their reasons, and the approved ones are published as an event on the
 ``approved_profile_photos`` asset, whose ``extra`` carries the decision id, purpose, policy revision
 and each approved partition with its fingerprint. ``train_on_approved_profile_photos`` is scheduled
-on that asset and trains on exactly those partitions. It is a training DAG with no gate of its own:
+on that asset and trains on exactly those partitions, read through
+``airflow_consent.reader.approved_dataset`` (never the dataset directory, which still holds the
+excluded partitions and any added since). It is a training DAG with no gate of its own:
 the cluster policy accepts it because it is scheduled on a ``consent://approved/*`` asset, and the
 run-time clearance checks the event's decision id against the ledger and the fingerprints on disk.
 """
@@ -35,13 +37,17 @@ with DAG(dag_id="approve_profile_photos", schedule=None, catchup=False, tags=["c
 with DAG(dag_id="train_on_approved_profile_photos", schedule=[APPROVED], catchup=False, tags=["training", "consent"]):
 
     @task
-    def train(triggering_asset_events=None) -> dict:
-        """Stand-in for training: reads only the partitions named in the approval event."""
-        import pyarrow.dataset as ds
+    def train(**context) -> dict:
+        """Stand-in for training: reads only the partitions the approval event names.
 
-        event = triggering_asset_events[APPROVED][-1]  # the latest approval
-        approved = event.extra["approved_partitions"]
-        rows = sum(ds.dataset(p["uri"].removeprefix("file://"), format="parquet").count_rows() for p in approved)
-        return {"decision_id": event.extra["decision_id"], "partitions": len(approved), "rows": rows}
+        ``approved_dataset`` checks the event's decision against the ledger and the fingerprints on
+        disk now, and returns a pyarrow dataset over those partitions' data files only.
+        """
+        from airflow_consent.reader import approved_dataset
+
+        photos = approved_dataset(context)
+        event = context["triggering_asset_events"][APPROVED][-1]  # the latest approval
+        return {"decision_id": event.extra["decision_id"], "partitions": len(event.extra["approved_partitions"]),
+                "rows": photos.count_rows()}
 
     train()

@@ -15,6 +15,7 @@ from airflow_consent.clearance import ClearanceDenied, ClearanceRefused, check_c
 from airflow_consent.cluster_policy import CLEARANCE_MARKER, install_clearance
 from airflow_consent.discovery import discover_partitions, fingerprint
 from airflow_consent.errors import LedgerTampered
+from airflow_consent.ledger.store import LatestDecision
 from airflow_consent.sample_data import generate_profile_photos
 
 RUN = "manual__2026-01-01T00:00:00+00:00"
@@ -24,17 +25,22 @@ STUDIO_2025 = "profile_photos/source=studio_optin/year=2025"
 
 
 class FakeLedger:
-    """``allowed_fingerprints`` as the ledger answers it, for one run."""
+    """``latest_decisions`` as the ledger answers it, for one run: what the gate ``consent_gate`` allowed
+    and denied (partition id -> fingerprint)."""
 
-    def __init__(self, allowed: dict[str, str] | Exception):
+    def __init__(self, allowed: dict[str, str] | Exception, denied: dict[str, str] | None = None):
         self.allowed = allowed
-        self.asked: list[tuple[str, str]] = []
+        self.denied = denied or {}
+        self.asked: list[tuple[str, str, str | None]] = []
 
-    def allowed_fingerprints(self, dag_id=None, run_id=None, *, decision_id=None) -> dict[str, str]:
-        self.asked.append((dag_id, run_id))
+    def latest_decisions(self, dag_id=None, run_id=None, *, task_id=None, decision_id=None) -> dict:
+        self.asked.append((dag_id, run_id, task_id))
         if isinstance(self.allowed, Exception):
             raise self.allowed
-        return dict(self.allowed) if run_id == RUN else {}
+        if run_id != RUN or task_id not in (None, "consent_gate"):
+            return {}
+        return {**{pid: LatestDecision(fp, False) for pid, fp in self.denied.items()},
+                **{pid: LatestDecision(fp, True) for pid, fp in self.allowed.items()}}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +87,8 @@ def test_cleared_when_every_partition_is_allowed_with_its_current_fingerprint(da
 
     assert {p.id: p.fingerprint for p in cleared} == on_disk
     assert {p.gate for p in cleared} == {"consent_gate"}
-    assert ledger.asked == [("train_faces", RUN)]
+    assert ledger.asked == [("train_faces", RUN, "consent_gate")]
+    assert all(p.partition.uri.endswith(p.id.removeprefix("profile_photos")) for p in cleared)
 
 
 def test_a_partition_without_an_allow_in_this_run_is_refused(dataset, on_disk):
@@ -150,11 +157,22 @@ def test_templated_gate_arguments_are_rendered_for_the_run(dataset, on_disk):
 def test_an_exclude_gate_clears_only_what_it_allowed_and_at_least_one(dataset, on_disk):
     task = training_dag(dataset, on_violation="exclude").task_dict["train"]
 
-    cleared = check_clearance(task, context(task), ledger=FakeLedger({STUDIO_2025: on_disk[STUDIO_2025]}))
+    ledger = FakeLedger({STUDIO_2025: on_disk[STUDIO_2025]}, denied={STUDIO_2024: on_disk[STUDIO_2024]})
+    cleared = check_clearance(task, context(task), ledger=ledger)
     assert [p.id for p in cleared] == [STUDIO_2025]
 
-    error = refused(task, FakeLedger({}))
+    error = refused(task, FakeLedger({}, denied=on_disk))
     assert [p.message for p in error.problems] == ["no input partition is allowed in this run"]
+
+
+def test_an_exclude_gate_does_not_skip_a_partition_it_never_decided(dataset, on_disk):
+    task = training_dag(dataset, on_violation="exclude").task_dict["train"]
+
+    error = refused(task, FakeLedger({STUDIO_2025: on_disk[STUDIO_2025]}))  # 2024: no record at all
+
+    assert [(p.kind, p.partition_id, p.gate) for p in error.problems] == [("not_allowed", STUDIO_2024, "consent_gate")]
+    assert f"{STUDIO_2024}: gate 'consent_gate' never decided it in run {RUN!r} (added after the gate ran" in str(error)
+    assert [p.kind for p in refused(task, FakeLedger({})).problems] == ["not_allowed", "not_allowed"]
 
 
 def test_unreadable_gate_inputs_and_a_tampered_ledger_are_refused(dataset, tmp_path, on_disk):
@@ -323,3 +341,85 @@ def refused_with(task, ctx, ledger) -> ClearanceRefused:
     with pytest.raises(ClearanceRefused) as raised:
         check_clearance(task, ctx, ledger=ledger)
     return raised.value
+
+
+# --- exclude mode against what the gate really decided, and records tied to the gate task ----------
+
+STUDIO_2026 = "profile_photos/source=studio_optin/year=2026"
+
+
+def run_gate(task, ledger_url: str, monkeypatch) -> list[dict]:
+    """Run the real gate upstream of ``task`` (local OPA, shipped policies) in run RUN, recording its
+    decisions to ``ledger_url``; return what it approved (its XCom return value)."""
+
+    class TaskInstance:
+        def xcom_push(self, key, value):
+            pass
+
+    monkeypatch.setenv("AIRFLOW__CONSENT__LEDGER_URL", ledger_url)
+    gate = task.dag.task_dict["consent_gate"]
+    return gate.execute({"run_id": RUN, "ti": TaskInstance(), "outlet_events": {}})
+
+
+def add_partition(dataset: Path, year: int) -> Path:
+    """A partition delivered after the gate ran: a copy of studio_optin/year=2024 (manifest included)."""
+    added = dataset / "source=studio_optin" / f"year={year}"
+    shutil.copytree(dataset / "source=studio_optin" / "year=2024", added)
+    return added
+
+
+def test_exclude_mode_refuses_a_partition_added_after_the_gate_ran(tmp_path, monkeypatch, opa_binary):
+    from airflow_consent.ledger import Ledger
+
+    dataset = generate_profile_photos(tmp_path / "data", sources=("okcupid", "studio_optin"))
+    task = training_dag(dataset, on_violation="exclude").task_dict["train"]
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    assert [p["id"] for p in run_gate(task, url, monkeypatch)] == [STUDIO_2024, STUDIO_2025]  # okcupid denied
+    with Ledger(url) as ledger:
+        assert [p.id for p in check_clearance(task, context(task), ledger=ledger)] == [STUDIO_2024, STUDIO_2025]
+
+        add_partition(dataset, 2026)
+        error = refused(task, ledger)
+
+    assert [(p.kind, p.partition_id, p.gate) for p in error.problems] == [("not_allowed", STUDIO_2026, "consent_gate")]
+    assert f"{STUDIO_2026}: gate 'consent_gate' never decided it in run {RUN!r}" in str(error)
+
+
+def record(ledger, task_id: str, verdicts: dict[str, bool], fingerprints: dict[str, str], run_id: str = RUN) -> None:
+    """Append the decisions of one evaluation by ``task_id``: partition id -> allow."""
+    from datetime import datetime, timezone
+
+    from airflow_consent.models import DecidedPartition, GateReport, GateRequest, Violation
+
+    denied = Violation(rule_id="PROV-001", title="Source not approved", severity="high", message="m",
+                       remediation="r", regulation=[])
+    now = datetime.now(timezone.utc)
+    request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=run_id, task_id=task_id, evaluated_at=now)
+    report = GateReport(
+        decision_id=f"{task_id}-{now.timestamp()}", allow=all(verdicts.values()), purpose=PURPOSE,
+        entrypoint="consent/main/decision", engine="test", opa_version="1.22.3", policy_revision="sha256:0",
+        evaluated_at=now, duration_ms=1.0,
+        partitions=[DecidedPartition(id=pid, uri=f"file:///{pid}", fingerprint=fingerprints[pid], allow=allow,
+                                     violations=[] if allow else [denied]) for pid, allow in verdicts.items()],
+    )
+    ledger.record(report, request, mode="deny", input_digest="sha256:" + "0" * 64)
+
+
+def test_an_allow_recorded_by_another_task_of_the_run_does_not_clear_the_gates_partitions(dataset, tmp_path, on_disk):
+    from airflow_consent.ledger import Ledger
+
+    both_allowed = {STUDIO_2024: True, STUDIO_2025: True}
+    task = training_dag(dataset).task_dict["train"]
+    excluding = training_dag(dataset, on_violation="exclude").task_dict["train"]
+    with Ledger(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+        record(ledger, "consent_gate", {STUDIO_2024: False, STUDIO_2025: True}, on_disk)
+        record(ledger, "not_a_gate", both_allowed, on_disk)  # later, in the same run
+
+        assert [(p.kind, p.partition_id) for p in refused(task, ledger).problems] == [("not_allowed", STUDIO_2024)]
+        assert [p.id for p in check_clearance(excluding, context(excluding), ledger=ledger)] == [STUDIO_2025]
+
+        record(ledger, "not_a_gate", both_allowed, on_disk, run_id="manual__only_another_task")
+        with pytest.raises(ClearanceRefused) as caught:
+            check_clearance(task, {**context(task), "run_id": "manual__only_another_task"}, ledger=ledger)
+    assert [(p.kind, p.partition_id) for p in caught.value.problems] == [
+        ("not_allowed", STUDIO_2024), ("not_allowed", STUDIO_2025)]

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text, true
 from sqlalchemy.engine import make_url
@@ -32,6 +32,13 @@ SQLITE_BUSY_TIMEOUT_S = 60
 _ADVISORY_LOCK_KEY = int.from_bytes(hashlib.sha256(b"airflow-consent ledger").digest()[:8], "big", signed=True)
 _WRITE = "consent_ledger_write"
 _CHUNK = 500
+
+
+class LatestDecision(NamedTuple):
+    """A partition's latest decision: the fingerprint it was made on, and whether it let the partition through."""
+
+    fingerprint: str
+    passed: bool
 
 
 def normalize_url(url: str) -> str:
@@ -207,22 +214,33 @@ class Ledger:
     ) -> dict[str, str]:
         """Partition id → fingerprint of its latest decision in this run (or in decision ``decision_id``),
         where that decision let it through: allowed by the policies, or denied only by violations in
-        warn/dryrun mode.
+        warn/dryrun mode (see ``latest_decisions``)."""
+        decided = self.latest_decisions(dag_id, run_id, decision_id=decision_id)
+        return {pid: decision.fingerprint for pid, decision in decided.items() if decision.passed}
 
-        Raises ``LedgerTampered`` when those records fail their hashes or their links to their
-        neighbours: a clearance must never rest on an edited record.
+    def latest_decisions(
+        self, dag_id: str | None = None, run_id: str | None = None, *, task_id: str | None = None,
+        decision_id: str | None = None,
+    ) -> dict[str, LatestDecision]:
+        """Partition id → its latest decision in this run (made by gate task ``task_id``, when given), or
+        in decision ``decision_id``: the fingerprint it was made on, and whether it let the partition
+        through (allowed by the policies, or denied only by violations in warn/dryrun mode).
+
+        A partition absent from the answer was never decided there. Raises ``LedgerTampered`` when
+        those records fail their hashes or their links to their neighbours: a clearance must never
+        rest on an edited record.
         """
         with self._read() as conn:
             if conn is None:
                 return {}
-            query = self._select(dag_id=dag_id, run_id=run_id, decision_id=decision_id).order_by(ledger_table.c.seq)
-            rows = [row._mapping for row in conn.execute(query)]
+            query = self._select(dag_id=dag_id, run_id=run_id, task_id=task_id, decision_id=decision_id)
+            rows = [row._mapping for row in conn.execute(query.order_by(ledger_table.c.seq))]
             self._check_neighbourhood(conn, rows, f"decision {decision_id!r}" if decision_id else
-                                      f"DAG {dag_id!r} run {run_id!r}")
+                                      f"DAG {dag_id!r} run {run_id!r}" + (f" task {task_id!r}" if task_id else ""))
         latest: dict[str, Mapping[str, Any]] = {}
         for row in rows:
             latest[row["partition_id"]] = row
-        return {pid: row["fingerprint"] for pid, row in latest.items() if _passed(row)}
+        return {pid: LatestDecision(row["fingerprint"], _passed(row)) for pid, row in latest.items()}
 
     def head(self) -> Head:
         """The last record's sequence number and hash (``0:GENESIS`` when empty): publish it as an anchor."""
@@ -274,8 +292,11 @@ class Ledger:
             )
 
     @staticmethod
-    def _select(*, dag_id: str | None, run_id: str | None, decision_id: str | None = None):
+    def _select(*, dag_id: str | None, run_id: str | None, decision_id: str | None = None,
+                task_id: str | None = None):
         query = select(ledger_table)
+        if task_id is not None:
+            query = query.where(ledger_table.c.task_id == task_id)
         if decision_id is not None:
             query = query.where(ledger_table.c.decision_id == decision_id)
         if dag_id is not None:
