@@ -11,8 +11,31 @@ A task is a *training task* when any of these holds ([consent] settings, comma-s
 
 - its class, or any base class, matches ``training_operators`` (class name or dotted path; ``*``/``?``);
 - one of its outlets has a URI or name matching ``training_outlet_patterns``;
+- it *reads the governed lake*: ``governed_uri_prefixes`` is set and one of its inlets is under one
+  of those prefixes — wherever the task is in the DAG (see below);
 - its DAG carries a tag in ``training_tags`` and the task is neither a gate nor upstream of a gate
   (tasks feeding a gate are data preparation).
+
+The governed lake (``governed_uri_prefixes``, empty = off) is deny by default for *readers*: a task
+with an inlet under a governed prefix needs a gate upstream, whatever its name, class or tags.
+
+- Inlets are what a task declares it reads: the ``uri`` and ``name`` of each ``Asset``, ``Asset.ref``
+  and ``AssetAlias`` (members of ``AssetAll``/``AssetAny`` too), strings and path objects. Aliases and
+  references by name resolve only at run time: their name is compared. Undeclared reads are invisible.
+- A reader upstream of a gate is not data preparation (it read the lake before anything was
+  checked): a gate downstream does not excuse it. Gate its inputs, or leave its zone out of the prefixes.
+- Outlets do not count: writing into the lake is ingestion or data preparation, with or without a
+  gate. A task that produces a model there is matched by ``training_outlet_patterns``.
+- A reader downstream of a gate, or in a DAG scheduled on an approved asset, imports and is cleared at
+  run time like any training task. Gates are never readers (``datasets`` are not inlets).
+- The check is structural: whether the gate's ``datasets`` cover the inlet is not compared.
+
+URIs are compared as locations (``normalized_location``, ``location_under``), every doubt counting as
+inside: case-insensitive; ``s3a``/``s3n`` = ``s3``, ``gcs`` = ``gs``, an absolute path = ``file://``;
+percent-escapes decoded; empty and ``.`` segments dropped, ``..`` both resolved and kept; query and
+fragment ignored. A prefix matches whole segments (``s3://lake`` covers ``s3://lake/x``, never
+``s3://lakehouse/x``; a trailing slash changes nothing); a prefix that cannot be parsed makes every DAG
+with an inlet an import error naming it.
 
 A *gate* is a task whose class, or a base class, is named ``ConsentGateOperator`` or
 ``ConsentPolicySensor``, or that sets the class attribute ``is_consent_gate = True``.
@@ -33,9 +56,14 @@ package and the error — an import error of that one file, never a crash of the
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
+from collections.abc import Iterator
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
 import pluggy
 
@@ -95,11 +123,114 @@ def training_reason(task: Any, settings: EnforcementSettings) -> str | None:
         return reason
     if settings.training_outlet_patterns and (reason := _outlet_matches(task, settings.training_outlet_patterns)):
         return reason
+    if settings.governed_uri_prefixes and (reason := governed_inlet(task, settings.governed_uri_prefixes)):
+        return reason
     dag = getattr(task, "dag", None)
     tags = {str(t) for t in (getattr(dag, "tags", None) or ())}
     if tagged := sorted(tags.intersection(settings.training_tags)):
         if not any(is_gate(t) for t in task.get_flat_relatives(upstream=False)):
             return f"DAG tag {tagged[0]!r}"
+    return None
+
+
+# --- the governed lake ------------------------------------------------------------------------
+
+Location = tuple[str, str, tuple[str, ...]]  # scheme, authority, path segments
+_SCHEME_ALIASES = {"s3a": "s3", "s3n": "s3", "gcs": "gs"}
+_PORT = re.compile(r":\d*$")
+
+
+def normalized_location(uri: str, *, resolve_parents: bool = True) -> Location:
+    """``uri`` as a comparable location: (scheme, authority, path segments), all case-folded.
+
+    ``resolve_parents=False`` keeps ``..`` as a plain segment, as object stores do (the S3 key
+    ``faces/../x`` is inside ``faces/``). Raises ``ValueError`` for what ``urllib`` cannot split.
+    """
+    text = uri.strip()
+    for _ in range(8):  # percent-escapes decoded until nothing changes (``%252F`` too)
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    authority = parts.netloc.lower().rstrip(".")
+    if not scheme and (authority or parts.path.startswith("/")):
+        scheme = "file"
+    scheme = _SCHEME_ALIASES.get(scheme, scheme)
+    segments: list[str] = []
+    for segment in parts.path.casefold().split("/"):
+        if segment == ".." and resolve_parents:
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    if scheme == "file" and authority == "localhost":
+        authority = ""
+    elif scheme not in ("", "file") and not authority and segments:
+        authority = segments.pop(0)  # "s3:/lake/x", "s3:///lake/x": the bucket is the first segment
+    return scheme, authority, tuple(segments)
+
+
+def location_under(location: Location, prefix: Location) -> bool:
+    """Whether ``location`` is ``prefix`` or inside it, on whole path segments.
+
+    A prefix without user info (``user@``) or port covers every user and port of its host.
+    """
+    scheme, authority, segments = prefix
+    if location[0] != scheme:
+        return False
+    if not authority and not segments:  # "s3://", "/": the whole scheme
+        return True
+    host = location[1] if "@" in authority else location[1].rpartition("@")[2]
+    host = host if _PORT.search(authority) else _PORT.sub("", host)
+    return host == authority and location[2][: len(segments)] == segments
+
+
+@lru_cache(maxsize=16)
+def _governed_locations(prefixes: tuple[str, ...]) -> tuple[tuple[str, Location], ...]:
+    locations = []
+    for prefix in prefixes:
+        try:
+            locations.append((prefix, normalized_location(prefix)))
+        except ValueError as exc:  # fail closed: every DAG with an inlet says so until it is fixed
+            raise ValueError(f"[consent] governed_uri_prefixes: {prefix!r} is not a URI: {exc}") from exc
+    return tuple(locations)
+
+
+def _declared_uris(values: Any) -> Iterator[str]:
+    """The URIs and names of a task's inlets, conditions and path objects included."""
+    if isinstance(values, (str, os.PathLike)) or not isinstance(values, (list, tuple, set, frozenset)):
+        values = [values]  # a mapped task's partial(inlets=...) is stored as given
+    for value in values:
+        if isinstance(value, str):
+            yield value
+            continue
+        found = False
+        for attribute in ("uri", "name"):
+            if isinstance(text := getattr(value, attribute, None), str):
+                found = True
+                yield text
+        if members := getattr(value, "objects", None):  # AssetAll / AssetAny
+            yield from _declared_uris(list(members))
+        elif not found and isinstance(value, os.PathLike):
+            yield str(value)
+
+
+def governed_inlet(task: Any, prefixes: tuple[str, ...]) -> str | None:
+    """Why ``task`` reads the governed lake (its first inlet under one of ``prefixes``), or None."""
+    inlets = getattr(task, "inlets", None)
+    if not inlets:
+        return None
+    governed = _governed_locations(prefixes)
+    for uri in _declared_uris(inlets):
+        try:  # ".." as a file system resolves it and as an object store keeps it: either may be the lake
+            locations = {normalized_location(uri), normalized_location(uri, resolve_parents=False)}
+        except ValueError:
+            continue  # not a location (a label): Airflow refuses such URIs on an Asset
+        for prefix, prefix_location in governed:
+            if any(location_under(location, prefix_location) for location in locations):
+                return f"inlet {uri!r} is in the governed lake {prefix!r}"
     return None
 
 

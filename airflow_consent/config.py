@@ -52,6 +52,7 @@ TRAINING_TAGS = "training"
 TRAINING_OPERATORS = "*TrainingOperator, *TrainingJobOperator, *TuningJobOperator"
 TRAINING_OUTLET_PATTERNS = "model://*, models://*"
 APPROVED_ASSET_PATTERNS = "consent://approved/*"
+GOVERNED_URI_PREFIXES = ""  # off: only the training_* settings recognise training tasks
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class EnforcementSettings:
     training_operators: tuple[str, ...]
     training_outlet_patterns: tuple[str, ...]
     approved_asset_patterns: tuple[str, ...] = ()
+    governed_uri_prefixes: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
 
 
@@ -81,8 +83,7 @@ def enforcement_settings() -> EnforcementSettings:
             return True
 
     def patterns(name: str, fallback: str) -> tuple[str, ...]:
-        value = conf.get(SECTION, name, fallback=fallback)
-        return tuple(p.strip() for p in (fallback if value is None else value).split(",") if p.strip())
+        return tuple(p for p in conf.getlist(SECTION, name, fallback=fallback) or () if p)
 
     return EnforcementSettings(
         enforce_gates=switch("enforce_gates"),
@@ -91,5 +92,6 @@ def enforcement_settings() -> EnforcementSettings:
         training_operators=patterns("training_operators", TRAINING_OPERATORS),
         training_outlet_patterns=patterns("training_outlet_patterns", TRAINING_OUTLET_PATTERNS),
         approved_asset_patterns=patterns("approved_asset_patterns", APPROVED_ASSET_PATTERNS),
+        governed_uri_prefixes=patterns("governed_uri_prefixes", GOVERNED_URI_PREFIXES),
         problems=tuple(problems),
     )

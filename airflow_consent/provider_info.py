@@ -136,6 +136,18 @@ def get_provider_info() -> dict:
                         "example": "consent://approved/*",
                         "default": "consent://approved/*",
                     },
+                    "governed_uri_prefixes": {
+                        "description": "The governed lake, deny by default: URI prefixes, comma-separated. Any task "
+                        "(whatever its name, class or tags) with an inlet under one of them is a training task: it "
+                        "needs a consent gate upstream, wherever it is in the DAG, and gets the run-time clearance. "
+                        "Outlets alone (writing into the lake) do not count. URIs are compared normalised (case, "
+                        "duplicate slashes, . and .., percent-escapes, s3a/s3n = s3) on whole path segments: "
+                        "s3://lake covers s3://lake/x, not s3://lakehouse/x. Empty: off.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://lake/curated, /mnt/lake",
+                        "default": "",
+                    },
                     "enforcement": {
                         "description": "Default enforcement mode of every rule: deny (blocks), warn (passes; "
                         "violations logged and reported) or dryrun (passes; violations only recorded). A gate's "
