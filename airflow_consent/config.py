@@ -21,6 +21,7 @@ class ConsentSettings:
     rule_enforcement: str
     ledger_url: str = ""
     dataset_config_path: str | None = None
+    pinned_task_arguments: tuple[str, ...] = ()
 
 
 def settings() -> ConsentSettings:
@@ -38,7 +39,14 @@ def settings() -> ConsentSettings:
         rule_enforcement=option("rule_enforcement", ""),
         ledger_url=option("ledger_url", "") or default_ledger_url(),
         dataset_config_path=option("dataset_config_path", "") or None,
+        pinned_task_arguments=tuple(
+            name.strip() for name in option("pinned_task_arguments", "").split(",") if name.strip()
+        ),
     )
+
+
+# Gate arguments a platform team can pin to their [consent] values (``pinned_task_arguments``).
+PINNABLE_TASK_ARGUMENTS = ("opa_conn_id", "policy_path", "entrypoint", "enforcement", "dataset_config_path")
 
 
 def default_ledger_url() -> str:

@@ -157,6 +157,15 @@ def get_provider_info() -> dict:
                         "example": "warn",
                         "default": "deny",
                     },
+                    "pinned_task_arguments": {
+                        "description": "Gate arguments a DAG author may not set, comma-separated, from "
+                        "opa_conn_id, policy_path, entrypoint, enforcement, dataset_config_path: a gate that sets "
+                        "one is an import error and fails at run time, so every gate uses the [consent] value.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "opa_conn_id, policy_path, entrypoint, enforcement",
+                        "default": "",
+                    },
                     "rule_enforcement": {
                         "description": "Per-rule modes, RULE_ID=MODE separated by commas, winning over every "
                         "other setting: ship a new rule in dryrun first.",

@@ -56,3 +56,36 @@ def test_importing_the_gate_does_not_import_heavy_libraries(module):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY=\n" in done.stdout
+
+
+@pytest.mark.parametrize("argument", ["opa_conn_id", "policy_path", "entrypoint", "enforcement",
+                                      "dataset_config_path"])
+def test_a_pinned_argument_set_on_the_task_fails_at_parse_time(monkeypatch, argument):
+    value = {"entrypoint": "consent/lenient/decision", "enforcement": "dryrun"}.get(argument, "/elsewhere")
+    monkeypatch.setenv("AIRFLOW__CONSENT__PINNED_TASK_ARGUMENTS", f"{argument}, entrypoint")
+
+    with pytest.raises(ConsentConfigurationError, match=f"gate: {argument}.* set on the task, but the platform pins"):
+        gate(**{argument: value})
+    assert gate().enforcement is None  # not setting it is fine
+
+
+def test_a_pinned_argument_is_checked_again_at_run_time(monkeypatch):
+    """A gate built before the pin (or whose attribute was changed after parsing) still fails when it runs."""
+    from airflow_consent.sensors.consent import ConsentPolicySensor
+
+    operator = gate(enforcement="dryrun")
+    sensor = ConsentPolicySensor(task_id="wait", datasets=["/data/a"], purpose="face_recognition_training",
+                                 enforcement="dryrun")
+    monkeypatch.setenv("AIRFLOW__CONSENT__PINNED_TASK_ARGUMENTS", "enforcement")
+
+    with pytest.raises(ConsentConfigurationError, match="enforcement set on the task"):
+        operator._evaluate({})
+    with pytest.raises(ConsentConfigurationError, match="enforcement set on the task"):
+        sensor._trigger({})
+
+
+def test_pinning_an_unknown_argument_is_a_configuration_error(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__CONSENT__PINNED_TASK_ARGUMENTS", "purpose")
+
+    with pytest.raises(ConsentConfigurationError, match=r"pinned_task_arguments names \['purpose'\]"):
+        gate()

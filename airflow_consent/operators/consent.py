@@ -124,6 +124,24 @@ class ConsentGateMixin:
             raise ConsentConfigurationError(f"{task}: on_violation {self.on_violation!r} is not one of {ON_VIOLATION}")
         if self.approved_asset is not None and not isinstance(self.approved_asset, Asset):
             raise ConsentConfigurationError(f"{task}: approved_asset must be an Asset, not {self.approved_asset!r}")
+        from airflow_consent.config import settings
+
+        self._check_pinned(settings())
+
+    def _check_pinned(self, config: ConsentSettings) -> None:
+        """A gate may not set an argument the platform pinned (``[consent] pinned_task_arguments``)."""
+        from airflow_consent.config import PINNABLE_TASK_ARGUMENTS
+
+        task = self.task_id  # type: ignore[attr-defined]
+        if unknown := sorted(set(config.pinned_task_arguments) - set(PINNABLE_TASK_ARGUMENTS)):
+            raise ConsentConfigurationError(
+                f"[consent] pinned_task_arguments names {unknown}; only {list(PINNABLE_TASK_ARGUMENTS)} can be pinned"
+            )
+        if overridden := [name for name in config.pinned_task_arguments if getattr(self, name, None) is not None]:
+            raise ConsentConfigurationError(
+                f"{task}: {', '.join(overridden)} set on the task, but the platform pins them to their [consent] "
+                "values (pinned_task_arguments): remove the argument(s) from the gate"
+            )
 
     # --- at run time -------------------------------------------------------------------------
 
@@ -149,6 +167,7 @@ class ConsentGateMixin:
         from airflow_consent.report import render_text
 
         config = settings()
+        self._check_pinned(config)
         request = self._gate_request(context)
         report = evaluate_gate(
             request,

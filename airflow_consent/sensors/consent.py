@@ -134,6 +134,7 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
         from airflow_consent.triggers.consent import ConsentPolicyTrigger
 
         config = settings()
+        self._check_pinned(config)
         enforcement = self._enforcement(config)
         return ConsentPolicyTrigger(
             request=self._gate_request(context).model_dump(mode="json"),
