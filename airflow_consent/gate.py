@@ -175,7 +175,17 @@ def _check_decision(result: object, partitions: list[PartitionInput], engine: st
     try:
         decision = PolicyDecision.model_validate(result)
     except ValidationError as exc:
-        raise MalformedDecision(f"the decision does not match the contract: {exc}", engine=engine) from exc
+        answered = result.get("partitions") if isinstance(result, dict) else None
+        ids = [p.get("id") if isinstance(p, dict) else None for p in answered] if isinstance(answered, list) else []
+        problems = []
+        for error in exc.errors():
+            loc = error["loc"]  # ("partitions", 3, "allow"): named by the partition's id, the index is no help
+            partition = f"partition {ids[loc[1]]!r}: " if loc[:1] == ("partitions",) and len(loc) > 1 else ""
+            field = ".".join(map(str, loc)) or "the decision"
+            problems.append(f"{partition}{field}: {error['msg']}, got {error['input']!r:.200}")
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        raise MalformedDecision(f"the decision does not match the contract: {'; '.join(problems[:5])}{more}",
+                                engine=engine) from exc
     by_id = {p.id: p for p in decision.partitions}
     missing = [p.id for p in partitions if p.id not in by_id]
     extra = sorted(set(by_id) - {p.id for p in partitions})

@@ -212,7 +212,14 @@ class PolicyInput(_Strict):
 # --- decision ---------------------------------------------------------------------------------
 
 
-class Violation(BaseModel):
+class _Answer(BaseModel):
+    """Parsed from what an engine answered, or from a report read back: nothing is coerced, so
+    ``"true"``, ``"yes"`` or ``1`` is not a boolean and ``7`` is not a string."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class Violation(_Answer):
     """One rule's finding against one partition, built from the rule's METADATA."""
 
     rule_id: str
@@ -227,7 +234,7 @@ class Violation(BaseModel):
     )
 
 
-class PartitionDecision(BaseModel):
+class PartitionDecision(_Answer):
     """The policies' verdict on one partition."""
 
     id: str
@@ -235,14 +242,14 @@ class PartitionDecision(BaseModel):
     violations: list[Violation]
 
 
-class PolicyDecision(BaseModel):
+class PolicyDecision(_Answer):
     """What the entrypoint returns for the whole input."""
 
     allow: bool
     partitions: list[PartitionDecision]
 
 
-class DecidedPartition(BaseModel):
+class DecidedPartition(_Answer):
     """A partition with its verdict, as it appears in the gate report."""
 
     id: str
@@ -257,7 +264,7 @@ class DecidedPartition(BaseModel):
         return not self.allow and (not self.violations or any(v.enforcement == "deny" for v in self.violations))
 
 
-class GateReport(BaseModel):
+class GateReport(_Answer):
     """Everything one gate evaluation decided; JSON in XCom, rendered text in the logs."""
 
     decision_id: str
@@ -267,7 +274,7 @@ class GateReport(BaseModel):
     engine: str
     opa_version: str | None
     policy_revision: str | None
-    evaluated_at: datetime
+    evaluated_at: datetime = Field(strict=False, description="ISO text when read back from XCom or an event")
     duration_ms: float
     partitions: list[DecidedPartition]
     input_digest: str | None = Field(default=None, description="'sha256:<hex>' of the policy input's canonical JSON")

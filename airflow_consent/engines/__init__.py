@@ -25,12 +25,19 @@ class PolicyEngine(Protocol):
     async def aevaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer: ...
 
 
-def describe_opa_errors(errors: list) -> str:
-    """OPA's error list (from ``opa eval`` or the REST API) as one line per error with its location."""
+def describe_opa_errors(errors: object) -> str:
+    """OPA's error list (from ``opa eval`` or the REST API) as one line per error with its location;
+    anything not shaped like one is shown as it came."""
+    if not isinstance(errors, list):
+        return repr(errors)[:2000] if errors else ""
     lines = []
     for error in errors:
-        location = error.get("location") or {}
-        where = f"{location.get('file', '')}:{location.get('row', '')}: " if location else ""
+        if not isinstance(error, dict):
+            lines.append(repr(error)[:500])
+            continue
+        location = error.get("location")
+        located = isinstance(location, dict) and location
+        where = f"{location.get('file', '')}:{location.get('row', '')}: " if located else ""
         lines.append(f"{where}{error.get('code', 'error')}: {error.get('message', error)}")
     return "; ".join(lines)
 

@@ -10,7 +10,13 @@ from pathlib import Path
 
 from airflow_consent.engines import EngineAnswer, describe_opa_errors
 from airflow_consent.engines.opa_binary import OpaProvisioningError, binary_version, ensure_opa
-from airflow_consent.errors import EngineTimeout, EngineUnreachable, PolicyError, UndefinedDecision
+from airflow_consent.errors import (
+    EngineTimeout,
+    EngineUnreachable,
+    MalformedDecision,
+    PolicyError,
+    UndefinedDecision,
+)
 from airflow_consent.policies import policy_dir, policy_revision
 
 
@@ -74,14 +80,21 @@ class LocalOpaEngine:
         if returncode != 0:
             raise PolicyError(_describe_errors(stdout, stderr), engine=self.name)
         try:
-            results = json.loads(stdout).get("result")
+            output = json.loads(stdout)
         except json.JSONDecodeError as exc:
-            raise PolicyError(f"opa eval printed no JSON: {stdout[:500]!r}", engine=self.name) from exc
-        if not results:
+            raise MalformedDecision(f"opa eval printed no JSON: {stdout[:500]!r}", engine=self.name) from exc
+        if isinstance(output, dict) and "result" not in output:  # opa eval prints {} when undefined
             raise UndefinedDecision(f"{query} is undefined for this input: is the entrypoint right?",
                                     engine=self.name)
+        try:
+            [result] = output["result"]
+            [expression] = result["expressions"]
+            value = expression["value"]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MalformedDecision(f"opa eval's answer is not one result of one expression with a value: "
+                                    f"{stdout[:500]!r}", engine=self.name) from exc
         return EngineAnswer(
-            result=results[0]["expressions"][0]["value"],
+            result=value,
             opa_version=self.opa_version,
             policy_revision=policy_revision(self.policy_path),
         )

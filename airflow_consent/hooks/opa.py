@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from airflow_consent.engines import EngineAnswer, describe_opa_errors
 from airflow_consent.errors import (
@@ -24,6 +25,23 @@ if TYPE_CHECKING:
 # A builtin error is an error, not a silently undefined (fail-open) rule; provenance names the
 # OPA version and bundle revisions that decided.
 QUERY_PARAMS = {"strict-builtin-errors": "true", "provenance": "true"}
+
+
+class _Bundle(BaseModel):
+    """One bundle in the provenance."""
+
+    model_config = ConfigDict(strict=True)
+
+    revision: str | None = None
+
+
+class _Provenance(BaseModel):
+    """What the report keeps of the ``provenance`` OPA adds to an answer; other types are refused."""
+
+    model_config = ConfigDict(strict=True)
+
+    version: str | None = None
+    bundles: dict[str, _Bundle] = {}
 
 
 class OpaHook(BaseHook):
@@ -122,10 +140,13 @@ class OpaHook(BaseHook):
         if "result" not in answer:
             raise UndefinedDecision(f"data/{entrypoint} is undefined on the server: is the entrypoint right and "
                                     "are the policies loaded?", engine=self.name)
-        provenance = answer.get("provenance") or {}
-        revisions = {name: b.get("revision") for name, b in (provenance.get("bundles") or {}).items()}
-        revision = ",".join(f"{name}@{rev}" for name, rev in sorted(revisions.items()) if rev) or None
-        return EngineAnswer(result=answer["result"], opa_version=provenance.get("version"), policy_revision=revision)
+        try:
+            provenance = _Provenance.model_validate(answer.get("provenance", {}))
+        except ValidationError as exc:
+            raise MalformedDecision(f"the answer's provenance is not OPA's: {exc}", engine=self.name) from exc
+        bundles = sorted(provenance.bundles.items())
+        revision = ",".join(f"{name}@{bundle.revision}" for name, bundle in bundles if bundle.revision) or None
+        return EngineAnswer(result=answer["result"], opa_version=provenance.version, policy_revision=revision)
 
     def _query(self, client: OpaClient, policy_input: dict, entrypoint: str) -> Any:
         import requests

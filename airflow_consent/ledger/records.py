@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from airflow_consent.errors import LedgerTampered
 
 GENESIS = "sha256:" + "0" * 64
 HASH_VERSION = 1
@@ -74,14 +76,17 @@ def record_hash(row: Mapping[str, Any]) -> str:
 
 
 class LedgerRecord(BaseModel):
-    """One partition's decision in one gate evaluation, as appended to the ledger."""
+    """One partition's decision in one gate evaluation, as appended to the ledger.
 
-    model_config = ConfigDict(frozen=True)
+    Nothing is coerced: an ``allow`` stored as ``'true'`` or ``2`` is not a decision the gate wrote.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True)
 
     seq: int
     decision_id: str
-    recorded_at: datetime
-    evaluated_at: datetime
+    recorded_at: datetime = Field(strict=False)  # stored, and exported, as ISO text
+    evaluated_at: datetime = Field(strict=False)
     dag_id: str | None
     run_id: str | None
     task_id: str | None
@@ -104,10 +109,18 @@ class LedgerRecord(BaseModel):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> LedgerRecord:
-        """Build from a stored row (times as ISO text, violations as JSON text)."""
+        """Build from a stored row (times as ISO text, violations as JSON text); raises ``LedgerTampered``
+        for a row the gate cannot have written."""
         values = dict(row)
-        values["violations"] = json.loads(values["violations"])
-        return cls.model_validate(values)
+        try:
+            values["violations"] = json.loads(values["violations"])
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})"
+                                for error in exc.errors())
+        except (TypeError, ValueError) as exc:
+            problem = f"its violations are not JSON ({exc})"
+        raise LedgerTampered(f"consent ledger record seq {values.get('seq')!r} is not one the gate writes: {problem}")
 
     def to_row(self) -> dict[str, Any]:
         """The stored form of this record: what ``record_hash`` covers."""

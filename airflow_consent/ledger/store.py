@@ -9,14 +9,25 @@ records onto it, inserts them and moves the head, all in one transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text, true
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Integer,
+    TypeDecorator,
+    create_engine,
+    event,
+    inspect,
+    select,
+    text,
+    true,
+    type_coerce,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -32,6 +43,24 @@ SQLITE_BUSY_TIMEOUT_S = 60
 _ADVISORY_LOCK_KEY = int.from_bytes(hashlib.sha256(b"airflow-consent ledger").digest()[:8], "big", signed=True)
 _WRITE = "consent_ledger_write"
 _CHUNK = 500
+
+
+class _StoredBoolean(TypeDecorator):
+    """``allow`` read as stored: SQLite's 0 and 1 become False and True, anything else stays as it is
+    for ``LedgerRecord`` to refuse (SQLAlchemy's ``Boolean`` would read ``'false'`` or ``2`` as True)."""
+
+    impl = Integer
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return bool(value) if type(value) is int and value in (0, 1) else value
+
+
+# The ledger table's columns as every read selects them.
+_STORED_COLUMNS = [
+    type_coerce(column, _StoredBoolean()).label(column.name) if column.name == "allow" else column
+    for column in ledger_table.c
+]
 
 
 class LatestDecision(NamedTuple):
@@ -258,7 +287,8 @@ class Ledger:
             def find_seq(digest: str) -> int | None:
                 return conn.execute(select(ledger_table.c.seq).where(ledger_table.c.record_hash == digest)).scalar()
 
-            rows = conn.execution_options(yield_per=2000).execute(select(ledger_table).order_by(ledger_table.c.seq))
+            query = select(*_STORED_COLUMNS).order_by(ledger_table.c.seq)
+            rows = conn.execution_options(yield_per=2000).execute(query)
             return verify_chain((row._mapping for row in rows), head=head, find_seq=find_seq, anchor=anchor)
 
     def _check_neighbourhood(self, conn: Connection, rows: list[Mapping[str, Any]], what: str) -> None:
@@ -294,7 +324,7 @@ class Ledger:
     @staticmethod
     def _select(*, dag_id: str | None, run_id: str | None, decision_id: str | None = None,
                 task_id: str | None = None):
-        query = select(ledger_table)
+        query = select(*_STORED_COLUMNS)
         if task_id is not None:
             query = query.where(ledger_table.c.task_id == task_id)
         if decision_id is not None:
@@ -378,5 +408,7 @@ def _create_engine(url: str, dialect: str) -> Engine:
 
 
 def _passed(row: Mapping[str, Any]) -> bool:
-    violations = json.loads(row["violations"])
-    return bool(row["allow"]) or (bool(violations) and all(v.get("enforcement", "deny") != "deny" for v in violations))
+    """Allowed, or denied only by violations in warn/dryrun mode; an ``allow`` that is not a boolean raises."""
+    record = LedgerRecord.from_row(row)
+    return record.allow or (bool(record.violations) and all(v.get("enforcement", "deny") != "deny"
+                                                             for v in record.violations))
