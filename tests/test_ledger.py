@@ -144,11 +144,13 @@ def test_records_filter_and_limit_keep_chain_order(ledger):
     assert [r.seq for r in ledger.iter_records()] == list(range(1, 8))
 
 
-def test_an_empty_or_absent_ledger_reads_as_empty_and_verifies(ledger):
+def test_an_absent_ledger_reads_as_empty_but_does_not_verify(ledger):
+    """Nothing to read is nothing allowed; but "verified OK" of a mistyped URL would hide a lost ledger."""
     assert ledger.records() == []
     assert ledger.allowed_fingerprints("train", "run-1") == {}
     assert ledger.head() == Head(0, GENESIS)
-    assert ledger.verify().ok and ledger.verify().checked == 0
+    with pytest.raises(LedgerError, match="there is no consent ledger at .*: nothing was verified"):
+        ledger.verify()
 
 
 def test_a_report_without_partitions_appends_nothing(ledger):

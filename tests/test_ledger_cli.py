@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from airflow_consent.cli import app
 from airflow_consent.ledger import Ledger
+from airflow_consent.ledger.records import GENESIS
 from test_ledger import TAMPERING, six_records, tamper
 
 runner = CliRunner()
@@ -52,10 +53,24 @@ def test_verify_on_postgres(postgres_url):
     assert done.exit_code == 1 and "seq 3: reordered" in done.output
 
 
-def test_verifying_a_missing_sqlite_file_does_not_create_it(tmp_path):
+def test_verifying_a_missing_sqlite_file_fails_and_does_not_create_it(tmp_path):
     done = invoke("verify", "--url", f"sqlite:///{tmp_path}/typo/ledger.db")
-    assert done.exit_code == 0 and "empty, no records" in done.output
+    assert done.exit_code == 2
+    assert f"there is no consent ledger at sqlite:///{tmp_path}/typo/ledger.db: nothing was verified" in done.output
     assert not (tmp_path / "typo").exists()
+
+
+def test_an_anchor_taken_on_an_empty_ledger_stays_valid(tmp_path):
+    url = f"sqlite:///{tmp_path}/new-ledger.db"
+    empty_anchor = invoke("head", "--url", url).output.strip()
+    with Ledger(url) as ledger:
+        six_records(ledger)
+
+    done = invoke("verify", "--url", url, "--anchor", empty_anchor)
+
+    assert empty_anchor == "0:" + GENESIS
+    assert done.exit_code == 0, done.output
+    assert invoke("verify", "--url", url, "--anchor", "0:sha256:" + "1" * 64).exit_code == 1
 
 
 def test_verify_reads_the_url_from_the_consent_section(url, monkeypatch):

@@ -281,7 +281,10 @@ class Ledger:
         """Recompute the whole chain; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites."""
         with self._read() as conn:
             if conn is None:
-                return verify_chain([], head=None, find_seq=lambda _: None, anchor=anchor)
+                raise LedgerError(
+                    f"there is no consent ledger at {self.display_url}: nothing was verified (a mistyped URL or "
+                    "[consent] ledger_url, or a deleted database?)"
+                )
             head = self._head(conn)
 
             def find_seq(digest: str) -> int | None:

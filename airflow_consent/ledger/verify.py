@@ -79,6 +79,10 @@ def verify_chain(
     """
     problems = _Problems()
     moved: set[int] = set()
+    if anchor is not None and anchor.seq == 0:  # taken on an empty ledger: every chain extends it
+        if anchor.hash != GENESIS:
+            problems.add(f"the anchor {anchor} is not an anchor: seq 0 can only carry {GENESIS}")
+        anchor = None
     anchor_seen = False
     expected_seq = 1
     prev: Mapping[str, Any] | None = None
