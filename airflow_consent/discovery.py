@@ -140,12 +140,24 @@ def fingerprint(partition: DiscoveredPartition) -> str:
     Content is always read and hashed (in 1 MiB chunks), on every filesystem: remote ETags are not
     content hashes (multipart uploads, per-store algorithms), and a digest a data provider attests
     on its own disk must match the one computed after the data lands in an object store. Sidecar
-    files (``_``/``.`` prefixed) are excluded, so a manifest can attest the digest of its partition.
+    files (``_``/``.`` prefixed) are excluded, so a manifest can attest the digest of its partition;
+    irregular entries (FIFOs, sockets, devices) count by name and kind.
     """
+    hashed = {f.name: _hash_content(partition.filesystem, f.path) for f in partition.files}
+    return _combine(partition, hashed)
+
+
+def fingerprint_of_contents(partition: DiscoveredPartition, contents: dict[str, bytes]) -> str:
+    """The fingerprint ``partition`` has when its data files (by name) hold exactly ``contents``:
+    checks bytes already read into memory, so nothing can change between the check and the use."""
+    return _combine(partition, {name: (hashlib.sha256(data).hexdigest(), len(data)) for name, data in contents.items()})
+
+
+def _combine(partition: DiscoveredPartition, hashed: dict[str, tuple[str, int]]) -> str:
     digest = hashlib.sha256()
-    for data_file in sorted(partition.files, key=lambda f: f.name):
-        content, size = _hash_content(partition.filesystem, data_file.path)
-        digest.update(json.dumps([data_file.name, size, content]).encode() + b"\n")
+    for name in sorted(hashed):
+        content, size = hashed[name]
+        digest.update(json.dumps([name, size, content]).encode() + b"\n")
     for name, kind in partition.irregular_files:
         digest.update(json.dumps([name, kind]).encode() + b"\n")
     return f"sha256:{digest.hexdigest()}"

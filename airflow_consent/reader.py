@@ -19,7 +19,11 @@ fails without retries). The dataset returned lists exactly the data files of the
 partitions, as fingerprinted: partitions denied by an exclude-mode gate are not in it, nor is any
 file added afterwards. Data files are read lazily, when the dataset is scanned.
 
-Cheap to import: pyarrow and the clearance code are imported when ``approved_dataset`` runs.
+``approved_dataset`` checks, then reads lazily: a file rewritten between the two is read unchecked.
+``approved_table`` closes that window for data that fits in memory: it fingerprints the very bytes
+it parses.
+
+Cheap to import: pyarrow and the clearance code are imported when a reader runs.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_consent.errors import ConsentConfigurationError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     import pyarrow.dataset as pads
 
     from airflow_consent.clearance import RequiredPartition
@@ -70,6 +75,49 @@ def approved_dataset(
              len(files), ", ".join(p.id for p in selected))
     return pads.dataset(files, filesystem=first.filesystem, format=format, partitioning="hive",
                         partition_base_dir=base_dir)
+
+
+def approved_table(
+    context: Mapping[str, Any], *, dataset: Any = None, columns: list[str] | None = None, ledger: Any = None
+) -> pa.Table:
+    """The rows of exactly the partitions the running task is cleared for, verified as they are read.
+
+    Like ``approved_dataset``, but each partition's Parquet files are read whole into memory, the
+    partition's fingerprint is computed from those very bytes, and the rows are parsed from them only
+    when it is the one the ledger allowed: a file swapped after the clearance (while training runs)
+    raises ``ClearanceDenied`` instead of being trained on. Partition keys are string columns. Holds
+    one partition's bytes at a time besides the result; for data larger than memory, use
+    ``approved_dataset`` and accept the window between its check and the scan.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_consent.clearance import ClearanceDenied, ClearanceProblem, ClearanceRefused, enforce_clearance
+    from airflow_consent.discovery import fingerprint_of_contents
+
+    task = context["task"]
+    tables = []
+    for required in _one_dataset(enforce_clearance(task, context, ledger=ledger), dataset, task.task_id):
+        partition = required.partition
+        contents = {}
+        for data_file in partition.files:
+            with partition.filesystem.open_input_stream(data_file.path) as stream:
+                contents[data_file.name] = stream.read()
+        now = fingerprint_of_contents(partition, contents)
+        if now != required.fingerprint:
+            problem = ClearanceProblem(
+                kind="changed", partition_id=required.id, gate=required.gate, allowed_fingerprint=required.fingerprint,
+                current_fingerprint=now,
+                message=f"{required.id}: changed while being read for training: allowed with fingerprint "
+                f"{required.fingerprint}, read {now}",
+            )
+            raise ClearanceDenied(ClearanceRefused(f"Consent clearance refused: {problem.message}", [problem]))
+        for data in contents.values():
+            table = pq.read_table(pa.BufferReader(data), columns=columns)
+            for key, value in partition.keys.items():
+                table = table.append_column(key, pa.array([value] * table.num_rows, pa.string()))
+            tables.append(table)
+    return pa.concat_tables(tables, promote_options="default")
 
 
 def _one_dataset(cleared: list[RequiredPartition], wanted: Any, task_id: str) -> list[RequiredPartition]:

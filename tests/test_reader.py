@@ -31,7 +31,7 @@ from airflow_consent.clearance import ClearanceDenied
 from airflow_consent.discovery import discover_partitions
 from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.ledger import Ledger
-from airflow_consent.reader import approved_dataset
+from airflow_consent.reader import approved_dataset, approved_table
 from airflow_consent.sample_data import generate_profile_photos
 
 
@@ -75,6 +75,39 @@ def test_a_partition_changed_after_the_gate_is_refused(gated):
         approved_dataset(context(task), ledger=ledger)
 
     assert [(p.kind, p.partition_id) for p in caught.value.problems] == [("changed", STUDIO_2024)]
+
+
+def test_approved_table_holds_the_same_rows_as_the_dataset(gated):
+    task, dataset, ledger = gated
+
+    table = approved_table(context(task), ledger=ledger, columns=["photo_id"])
+
+    assert sorted(table.column("photo_id").to_pylist()) == rows_of(dataset, STUDIO_2024, STUDIO_2025)
+    assert set(zip(table.column("source").to_pylist(), table.column("year").to_pylist())) == {
+        ("studio_optin", "2024"), ("studio_optin", "2025")}
+
+
+def test_data_swapped_after_the_clearance_is_caught_by_approved_table_only(gated, monkeypatch):
+    """The window between the check and the read: approved_table fingerprints the bytes it parses."""
+    import airflow_consent.clearance as clearance
+
+    task, dataset, ledger = gated
+    data_file = dataset / "source=studio_optin" / "year=2024" / "part-0.parquet"
+    original, real_clearance = data_file.read_bytes(), clearance.enforce_clearance
+
+    def clearance_then_swap(*args, **kwargs):
+        cleared = real_clearance(*args, **kwargs)
+        pq.write_table(pq.read_table(data_file).slice(0, 10), data_file)  # swapped once cleared
+        return cleared
+
+    monkeypatch.setattr(clearance, "enforce_clearance", clearance_then_swap)
+    with pytest.raises(ClearanceDenied, match="changed while being read for training") as caught:
+        approved_table(context(task), ledger=ledger)
+    assert [(p.kind, p.partition_id) for p in caught.value.problems] == [("changed", STUDIO_2024)]
+
+    data_file.write_bytes(original)
+    swapped_rows = approved_dataset(context(task), ledger=ledger).to_table().num_rows  # the known gap
+    assert swapped_rows == len(rows_of(dataset, STUDIO_2024, STUDIO_2025)) - len(rows_of(dataset, STUDIO_2024)) + 10
 
 
 def test_a_partition_added_after_the_gate_is_refused_not_read(gated):
@@ -163,7 +196,7 @@ with DAG(dag_id={dag_id!r}, schedule=None):
 
     @task(outlets=[Asset("face_model", uri="model://face-embedder")], retries=0)  # a training task
     def train(**context):
-        from airflow_consent.reader import approved_dataset
+        from airflow_consent.reader import approved_dataset, approved_table
 
         return sorted(approved_dataset(context).to_table(columns=["photo_id"]).column("photo_id").to_pylist())
 
