@@ -67,6 +67,8 @@ from urllib.parse import unquote, urlsplit
 
 import pluggy
 
+import airflow_consent.config  # noqa: F401 - snapshots the [consent] environment before any DAG file runs
+
 if TYPE_CHECKING:
     from airflow_consent.config import EnforcementSettings
 

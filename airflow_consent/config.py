@@ -5,11 +5,40 @@ Per-task arguments win over these deployment-wide settings; secrets live only in
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.policies import DEFAULT_ENTRYPOINT
 
 SECTION = "consent"
+ENV_PREFIX = "AIRFLOW__CONSENT__"
+# For this project's own test processes only, which change settings per test. Read once, here: a DAG
+# file setting it later changes nothing.
+LIVE_SETTINGS_VARIABLE = "AIRFLOW_CONSENT_LIVE_SETTINGS"
+
+
+def _consent_environment() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name.upper().startswith(ENV_PREFIX)}
+
+
+# The deployment's [consent] environment as this process started. The cluster policy imports this
+# module at ``import airflow`` (its entry point), before any DAG file is parsed.
+_AT_START = _consent_environment()
+_FROZEN = os.environ.get(LIVE_SETTINGS_VARIABLE) != "1"
+
+
+def check_environment() -> None:
+    """Refuse settings a DAG file changed: any ``AIRFLOW__CONSENT__*`` variable set, changed or
+    removed since the process started is a ``ConsentConfigurationError`` naming it."""
+    if not _FROZEN:
+        return
+    now = _consent_environment()
+    if changed := sorted(n for n in now.keys() | _AT_START.keys() if now.get(n) != _AT_START.get(n)):
+        raise ConsentConfigurationError(
+            f"{', '.join(changed)} changed after this process started (by code in a DAG file?): [consent] "
+            "settings come from the deployment's configuration, never from DAG code; remove the change"
+        )
 
 
 @dataclass(frozen=True)
@@ -25,8 +54,11 @@ class ConsentSettings:
 
 
 def settings() -> ConsentSettings:
-    """Read ``[consent]`` from Airflow's configuration (env vars ``AIRFLOW__CONSENT__*`` included)."""
+    """Read ``[consent]`` from Airflow's configuration (env vars ``AIRFLOW__CONSENT__*`` included, as
+    they were when the process started: see ``check_environment``)."""
     from airflow.configuration import conf
+
+    check_environment()
 
     def option(name: str, fallback: str) -> str:
         return conf.get(SECTION, name, fallback=fallback) or fallback
@@ -80,6 +112,8 @@ class EnforcementSettings:
 def enforcement_settings() -> EnforcementSettings:
     """Read the enforcement options of ``[consent]``; an unparsable switch counts as on and is reported."""
     from airflow.configuration import conf
+
+    check_environment()
 
     problems: list[str] = []
 

@@ -21,6 +21,9 @@ _AIRFLOW_HOME = tempfile.mkdtemp(prefix="airflow-consent-tests-")
 os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+# Tests change [consent] settings per test through AIRFLOW__CONSENT__* variables; a deployment's
+# processes refuse such changes (airflow_consent.config.check_environment, tested in test_settings.py).
+os.environ.setdefault("AIRFLOW_CONSENT_LIVE_SETTINGS", "1")
 
 from airflow_consent.engines.opa_binary import ensure_opa  # noqa: E402
 from airflow_consent.policies import policy_dir  # noqa: E402
