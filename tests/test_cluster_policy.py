@@ -239,13 +239,12 @@ def test_the_policy_module_is_cheap_to_import():
                 "airflow_consent.discovery"} & set(loaded)
 
 
-@pytest.mark.integration
-def test_list_import_errors_cli_names_the_ungated_task(tmp_path):
-    """The real CLI in its own AIRFLOW_HOME: migrate, parse into the database, list the import errors."""
-    dags = write(tmp_path / "dags", "ungated", "gated")
+def cli_import_errors(tmp_path: Path, dags: Path, **settings: str) -> list[dict]:
+    """The import errors the real CLI lists for ``dags``, in its own AIRFLOW_HOME with only ``settings``
+    (env vars) set: migrate, parse into the database, list."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-               AIRFLOW__CORE__LOAD_EXAMPLES="False")
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", **settings)
     airflow = str(Path(sys.executable).parent / "airflow")
 
     def cli(*args: str, returncode: int = 0) -> str:
@@ -256,8 +255,16 @@ def test_list_import_errors_cli_names_the_ungated_task(tmp_path):
     cli("db", "migrate")
     cli("dags", "reserialize")
     out = cli("dags", "list-import-errors", "-o", "json", returncode=1)  # 1: there are import errors
+    return json.loads(out[out.index("[{"):].splitlines()[0])
 
-    errors = json.loads(out[out.index("[{"):].splitlines()[0])
+
+@pytest.mark.integration
+def test_list_import_errors_cli_names_the_ungated_task(tmp_path):
+    """The real CLI in its own AIRFLOW_HOME: migrate, parse into the database, list the import errors."""
+    dags = write(tmp_path / "dags", "ungated", "gated")
+
+    errors = cli_import_errors(tmp_path, dags)
+
     assert [e["filepath"] for e in errors] == ["ungated.py"]
     assert errors[0]["error"].startswith(
         "AirflowClusterPolicyViolation: airflow-consent: DAG 'ungated': training task(s) 'extract' (DAG tag "

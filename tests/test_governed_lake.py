@@ -6,15 +6,11 @@ the setting in ``AIRFLOW__CONSENT__GOVERNED_URI_PREFIXES``, as in ``test_cluster
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from test_cluster_policy import bag, errors_by_dag, wrapped
+from test_cluster_policy import bag, cli_import_errors, errors_by_dag, wrapped
 
 PREFIXES = "AIRFLOW__CONSENT__GOVERNED_URI_PREFIXES"
 
@@ -241,21 +237,9 @@ def test_provider_info_declares_the_option_with_the_default_config_reads():
 def test_list_import_errors_cli_names_the_reader(tmp_path):
     """The real CLI in its own AIRFLOW_HOME, the setting only in the environment."""
     dags = write(tmp_path / "dags", reader_ungated=reader("reader_ungated"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-               AIRFLOW__CORE__LOAD_EXAMPLES="False", **{PREFIXES: "s3://lake/curated"})
-    airflow = str(Path(sys.executable).parent / "airflow")
 
-    def cli(*args: str, returncode: int = 0) -> str:
-        result = subprocess.run([airflow, *args], capture_output=True, text=True, env=env, timeout=180)
-        assert result.returncode == returncode, result.stderr[-3000:]
-        return result.stdout
+    errors = cli_import_errors(tmp_path, dags, **{PREFIXES: "s3://lake/curated"})
 
-    cli("db", "migrate")
-    cli("dags", "reserialize")
-    out = cli("dags", "list-import-errors", "-o", "json", returncode=1)
-
-    errors = json.loads(out[out.index("[{"):].splitlines()[0])
     assert [e["filepath"] for e in errors] == ["reader_ungated.py"]
     assert errors[0]["error"].startswith(
         "AirflowClusterPolicyViolation: airflow-consent: DAG 'reader_ungated': training task(s) 'load_and_fit' "
