@@ -5,7 +5,7 @@ import data.consent.rules.consent_coverage_below_threshold as rule
 import data.examples.consent_coverage_below_threshold as example
 
 test_bad_example_violates if {
-	rule.violation == {object.union(example.expected, {"partition": 0})} with input as example.bad
+	rule.violation == {examples.violation(example, {})} with input as example.bad
 }
 
 test_good_example_passes if {
@@ -19,9 +19,9 @@ test_a_flag_for_an_ancestor_covers_the_purpose if {
 
 test_a_flag_for_a_descendant_or_sibling_does_not_cover if {
 	flags := [{"purposes": ["face_recognition_training"], "rows": 600}, {"purposes": ["research_model_training"], "rows": 600}]
-	_messages(examples.with_request(_with_flags(flags), {"purpose": "commercial_model_training"})) == {
-		"0 of 1200 rows (0%) carry consent to \"commercial_model_training\" or an ancestor of it; the threshold for this purpose is 100%",
-	}
+	rule.violation == {examples.violation(example, {
+		"message": "0 of 1200 rows (0%) carry consent to \"commercial_model_training\" or an ancestor of it; the threshold for this purpose is 100%",
+	})} with input as examples.with_request(_with_flags(flags), {"purpose": "commercial_model_training"})
 }
 
 test_the_strictest_threshold_of_the_lineage_applies if {
@@ -41,16 +41,18 @@ test_coverage_at_the_threshold_passes_and_below_it_fails if {
 		{"purpose": "analytics"},
 	)
 	rule.violation == set() with input as doc
-	_messages(examples.with_request(
+	rule.violation == {examples.violation(example, {
+		"message": "1139 of 1200 rows (94.92%) carry consent to \"analytics\" or an ancestor of it; the threshold for this purpose is 95%",
+	})} with input as examples.with_request(
 		_with_flags([{"purposes": ["analytics"], "rows": 1139}, {"purposes": [], "rows": 61}]),
 		{"purpose": "analytics"},
-	)) == {"1139 of 1200 rows (94.92%) carry consent to \"analytics\" or an ancestor of it; the threshold for this purpose is 95%"}
+	)
 }
 
 test_not_judged_without_measured_flags if {
 	rule.violation == set() with input as _with_flags(null)
-	rule.violation == set() with input as _with_evidence(example.bad, {})
-	rule.violation == set() with input as _with_evidence(example.bad, {"content": null})
+	rule.violation == set() with input as examples.with_evidence(example.bad, {})
+	rule.violation == set() with input as examples.with_evidence(example.bad, {"content": null})
 }
 
 test_not_judged_for_an_unknown_purpose if {
@@ -58,19 +60,7 @@ test_not_judged_for_an_unknown_purpose if {
 }
 
 test_empty_partition_is_left_to_evidence_unmeasurable if {
-	rule.violation == set() with input as _with_content({"rows": 0, "consent_flags": []})
+	rule.violation == set() with input as examples.with_content(example.good, {"rows": 0, "consent_flags": []})
 }
 
-_with_content(fields) := json.patch(example.good, [{
-	"op": "replace",
-	"path": "/partitions/0/evidence/content",
-	"value": object.union(example.good.partitions[0].evidence.content, fields),
-}])
-
-_with_flags(flags) := _with_content({"consent_flags": flags})
-
-_messages(doc) := {violation.message | some violation in found} if {
-	found := rule.violation with input as doc
-}
-
-_with_evidence(doc, evidence) := json.patch(doc, [{"op": "replace", "path": "/partitions/0/evidence", "value": evidence}])
+_with_flags(flags) := examples.with_content(example.good, {"consent_flags": flags})

@@ -5,7 +5,7 @@ import data.consent.rules.consent_expired
 import data.examples.consent_expired as example
 
 test_bad_example_violates if {
-	consent_expired.violation == {object.union(example.expected, {"partition": 0})} with input as example.bad
+	consent_expired.violation == {examples.violation(example, {})} with input as example.bad
 }
 
 test_good_example_passes if {
@@ -13,7 +13,9 @@ test_good_example_passes if {
 }
 
 test_expiry_at_the_evaluation_time_has_expired if {
-	count(consent_expired.violation) == 1 with input as _expiring(example.good.request.evaluated_at)
+	consent_expired.violation == {examples.violation(example, {
+		"message": "consent expired at 2026-11-02T09:00:00Z, not after the evaluation time 2026-11-02T09:00:00Z",
+	})} with input as _expiring(example.good.request.evaluated_at)
 }
 
 test_expiry_one_nanosecond_after_the_evaluation_time_is_valid if {
@@ -22,7 +24,9 @@ test_expiry_one_nanosecond_after_the_evaluation_time_is_valid if {
 
 test_offsets_compare_as_instants if {
 	# 10:00+01:00 is 09:00Z, the evaluation time.
-	count(consent_expired.violation) == 1 with input as _expiring("2026-11-02T10:00:00+01:00")
+	consent_expired.violation == {examples.violation(example, {
+		"message": "consent expired at 2026-11-02T10:00:00+01:00, not after the evaluation time 2026-11-02T09:00:00Z",
+	})} with input as _expiring("2026-11-02T10:00:00+01:00")
 	consent_expired.violation == set() with input as _expiring("2026-11-02T10:00:01+01:00")
 }
 

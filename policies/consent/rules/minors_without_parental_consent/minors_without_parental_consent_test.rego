@@ -5,7 +5,7 @@ import data.consent.rules.minors_without_parental_consent
 import data.examples.minors_without_parental_consent as example
 
 test_bad_example_violates if {
-	minors_without_parental_consent.violation == {object.union(example.expected, {"partition": 0})} with input as example.bad
+	minors_without_parental_consent.violation == {examples.violation(example, {})} with input as example.bad
 }
 
 test_good_example_passes if {

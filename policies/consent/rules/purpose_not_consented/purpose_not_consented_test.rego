@@ -5,7 +5,7 @@ import data.consent.rules.purpose_not_consented
 import data.examples.purpose_not_consented as example
 
 test_bad_example_violates if {
-	purpose_not_consented.violation == {object.union(example.expected, {"partition": 0})} with input as example.bad
+	purpose_not_consented.violation == {examples.violation(example, {})} with input as example.bad
 }
 
 test_good_example_passes if {
@@ -20,19 +20,20 @@ test_consent_to_an_ancestor_covers_the_purpose if {
 
 test_consent_to_a_sibling_or_descendant_does_not_cover if {
 	every granted in ["research_model_training", "face_recognition_training"] {
-		_messages(_requesting("commercial_model_training", {"purposes": [granted]})) == {sprintf(
+		purpose_not_consented.violation == {examples.violation(example, {"message": sprintf(
 			"purpose \"commercial_model_training\" is not consented: the consented purposes [%q] include neither it nor any of its ancestors",
 			[granted],
-		)}
+		)})} with input as _requesting("commercial_model_training", {"purposes": [granted]})
 	}
 }
 
 test_contract_basis_does_not_permit_training if {
-	_messages(examples.with_consent(example.good, {"legal_basis": "contract", "purposes": ["service_delivery"]})) == {concat("", [
+	doc := examples.with_consent(example.good, {"legal_basis": "contract", "purposes": ["service_delivery"]})
+	purpose_not_consented.violation == {examples.violation(example, {"message": concat("", [
 		"purpose \"face_recognition_training\" is not consented: ",
 		"legal basis \"contract\" does not permit biometric or model_training purposes; ",
 		"the consented purposes [\"service_delivery\"] include neither it nor any of its ancestors",
-	])}
+	])})} with input as doc
 }
 
 test_legitimate_interest_covers_analytics_not_training if {
@@ -40,10 +41,10 @@ test_legitimate_interest_covers_analytics_not_training if {
 		"analytics",
 		{"purposes": ["analytics"], "legal_basis": "legitimate_interest"},
 	)
-	_messages(_requesting("research_model_training", {"purposes": ["model_training"], "legal_basis": "legitimate_interest"})) == {concat("", [
+	purpose_not_consented.violation == {examples.violation(example, {"message": concat("", [
 		"purpose \"research_model_training\" is not consented: ",
 		"legal basis \"legitimate_interest\" does not permit model_training purposes",
-	])}
+	])})} with input as _requesting("research_model_training", {"purposes": ["model_training"], "legal_basis": "legitimate_interest"})
 }
 
 test_unknown_purpose_is_left_to_purpose_unknown if {
@@ -52,10 +53,6 @@ test_unknown_purpose_is_left_to_purpose_unknown if {
 
 test_no_manifest_no_violation if {
 	purpose_not_consented.violation == set() with input as examples.without_manifest(example.bad)
-}
-
-_messages(doc) := {violation.message | some violation in found} if {
-	found := purpose_not_consented.violation with input as doc
 }
 
 _requesting(purpose, consent) := examples.with_request(

@@ -5,7 +5,7 @@ import data.consent.rules.purpose_unknown
 import data.examples.purpose_unknown as example
 
 test_bad_example_violates if {
-	purpose_unknown.violation == {object.union(example.expected, {"partition": 0})} with input as example.bad
+	purpose_unknown.violation == {examples.violation(example, {})} with input as example.bad
 }
 
 test_good_example_passes if {
@@ -14,10 +14,13 @@ test_good_example_passes if {
 
 test_every_partition_is_denied_even_without_manifest if {
 	doc := json.patch(example.bad, [{"op": "add", "path": "/partitions/-", "value": examples.without_manifest(example.bad).partitions[0]}])
-	{v.partition | some v in purpose_unknown.violation} == {0, 1} with input as doc
+	purpose_unknown.violation == {examples.violation(example, {}), examples.violation(example, {"partition": 1})} with input as doc
 }
 
 test_missing_purpose_is_unknown if {
-	doc := json.patch(example.good, [{"op": "remove", "path": "/request/purpose"}])
-	count(purpose_unknown.violation) == 1 with input as doc
+	doc := examples.without(example.good, ["/request/purpose"])
+	purpose_unknown.violation == {examples.violation(example, {"message": concat("", [
+		"purpose \"\" is not in the purpose taxonomy (known purposes: analytics, biometric_model_training, ",
+		"commercial_model_training, face_recognition_training, model_training, research_model_training, service_delivery)",
+	])})} with input as doc
 }

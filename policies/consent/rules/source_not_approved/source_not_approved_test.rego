@@ -5,7 +5,7 @@ import data.consent.rules.source_not_approved
 import data.examples.source_not_approved as example
 
 test_bad_example_violates if {
-	source_not_approved.violation == {object.union(example.expected, {"partition": 0})} with input as example.bad
+	source_not_approved.violation == {examples.violation(example, {})} with input as example.bad
 }
 
 test_good_example_passes if {
