@@ -8,12 +8,16 @@ server serving the ``policies/`` bundle.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import requests
 
+from airflow_consent import policy_lint
 from airflow_consent.models import PolicyDecision, PolicyInput, Violation
 from airflow_consent.policies import DEFAULT_ENTRYPOINT, policy_dir
 
@@ -21,34 +25,13 @@ pytestmark = pytest.mark.integration
 
 POLICIES = policy_dir()
 EXAMPLES = sorted((POLICIES / "examples").glob("*.json"))
-RULES_PREFIX = "data.consent.rules."
-REQUIRED_CUSTOM = ("id", "severity", "regulation", "remediation", "recoverable")
+CHECK_POLICIES = Path(__file__).resolve().parent.parent / "scripts" / "check-policies"
 
 
 @pytest.fixture(scope="module")
 def rule_metadata(opa_binary: Path) -> dict[str, dict]:
     """Rule name (its package's last segment) → its package METADATA, as ``opa inspect`` reads it."""
-    out = subprocess.run(
-        [str(opa_binary), "inspect", "--annotations", "--format", "json", str(POLICIES)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    inspected = json.loads(out)
-    packages = {
-        name.removeprefix(RULES_PREFIX)
-        for name, files in inspected["namespaces"].items()
-        if name.startswith(RULES_PREFIX)
-        and not name.endswith("_test")
-        and any(file.endswith(".rego") for file in files)
-    }
-    annotations = {
-        ".".join(segment["value"] for segment in entry["path"]).removeprefix(RULES_PREFIX): entry["annotations"]
-        for entry in inspected.get("annotations", [])
-        if entry["annotations"].get("scope") == "package"
-    }
-    return {name: annotations.get(name, {}) for name in packages}
+    return {name: rule.metadata for name, rule in policy_lint.rule_metadata(POLICIES, opa_binary).items()}
 
 
 def decide(url: str, document: dict) -> dict:
@@ -76,30 +59,117 @@ def load_example(path: Path) -> tuple[str, dict]:
     return rule, example
 
 
-# --- (a) metadata ------------------------------------------------------------------------------
+# --- (a) metadata and layout: the lint scripts/check-policies runs -----------------------------
 
 
-def test_every_rule_has_complete_metadata(rule_metadata: dict[str, dict]) -> None:
+def test_the_shipped_policies_pass_the_lint(opa_binary: Path, rule_metadata: dict[str, dict]) -> None:
     assert len(rule_metadata) >= 12
-    for rule, metadata in rule_metadata.items():
-        custom = metadata.get("custom", {})
-        assert metadata.get("title"), f"{rule}: no title"
-        assert metadata.get("description"), f"{rule}: no description"
-        missing = [field for field in REQUIRED_CUSTOM if field not in custom]
-        assert not missing, f"{rule}: custom metadata lacks {missing}"
-        assert custom["severity"] in {"critical", "high", "medium", "low"}, rule
-        assert custom["regulation"] and all(isinstance(ref, str) and ref for ref in custom["regulation"]), rule
-        assert isinstance(custom["remediation"], str) and custom["remediation"].strip(), rule
-        assert isinstance(custom["recoverable"], bool), rule
+    assert policy_lint.lint(POLICIES, opa_binary) == []
 
 
-def test_rule_ids_are_unique(rule_metadata: dict[str, dict]) -> None:
-    ids = [annotations["custom"]["id"] for annotations in rule_metadata.values()]
-    assert len(ids) == len(set(ids)), sorted(ids)
+def _rule_file(rule: str) -> str:
+    return f"consent/rules/{rule}/{rule}.rego"
 
 
-def test_every_rule_has_an_example(rule_metadata: dict[str, dict]) -> None:
-    assert sorted(rule_metadata) == sorted(path.stem for path in EXAMPLES)
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} is not in {path} exactly once"
+    path.write_text(text.replace(old, new))
+
+
+def _duplicate_id(copy: Path) -> None:
+    _replace(copy / _rule_file("consent_expired"), "id: CONSENT-003", "id: CONSENT-004")
+
+
+def _no_severity(copy: Path) -> None:
+    _replace(copy / _rule_file("purpose_unknown"), "#   severity: high\n", "")
+
+
+def _recoverable_maybe(copy: Path) -> None:
+    _replace(copy / _rule_file("chain_of_custody_missing"), "recoverable: true", "recoverable: maybe")
+
+
+def _misspelt_reference_data(copy: Path) -> None:
+    (copy / "consent/reference/licenses").rename(copy / "consent/reference/licences")
+
+
+def _entrypoint_outside_its_package_directory(copy: Path) -> None:
+    (copy / "consent/main/main.rego").rename(copy / "consent/main.rego")
+
+
+BROKEN = {
+    "duplicate id": (_duplicate_id, [
+        (_rule_file("consent_expired"), "consent_expired", "custom.id 'CONSENT-004' is also the id of consent_withdrawn"),
+        (_rule_file("consent_withdrawn"), "consent_withdrawn", "custom.id 'CONSENT-004' is also the id of consent_expired"),
+        ("examples/consent_expired.json", "consent_expired",
+         "the expected violation's rule_id 'CONSENT-003' is not the rule's id 'CONSENT-004'"),
+    ]),
+    "missing severity": (_no_severity, [
+        (_rule_file("purpose_unknown"), "purpose_unknown", "custom.severity is missing"),
+    ]),
+    "recoverable: maybe": (_recoverable_maybe, [
+        (_rule_file("chain_of_custody_missing"), "chain_of_custody_missing",
+         "custom.recoverable 'maybe' is not a boolean (true or false)"),
+    ]),
+    "reference data in a misspelt directory": (_misspelt_reference_data, [
+        ("consent/consent.rego", "data.consent.reference",
+         "the schema names data.consent.reference.licenses, but there is no such data"),
+        ("consent/consent.rego", "data.consent.reference",
+         "data.consent.reference.licences is data the schema does not name: add it to the schema, or rules cannot read it"),
+    ]),
+    "package outside its directory": (_entrypoint_outside_its_package_directory, [
+        ("consent/main.rego", "data.consent.main", "the package belongs in directory consent/main/"),
+    ]),
+}
+
+
+def run_check_policies(opa_binary: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(CHECK_POLICIES), *args],
+        env={**os.environ, "OPA": str(opa_binary), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def policy_copy(tmp_path: Path) -> Path:
+    """A policy author's copy of the shipped policies."""
+    return Path(shutil.copytree(POLICIES, tmp_path / "my-policies"))
+
+
+@pytest.mark.parametrize("breakage", BROKEN)
+def test_a_broken_copy_fails_naming_file_rule_and_problem(breakage: str, policy_copy: Path, opa_binary: Path) -> None:
+    breaking, expected = BROKEN[breakage]
+    breaking(policy_copy)
+    problems = [policy_lint.LintProblem(str(policy_copy / file), subject, problem) for file, subject, problem in expected]
+    assert policy_lint.lint(policy_copy, opa_binary) == problems
+
+    checked = run_check_policies(opa_binary, str(policy_copy))
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    reported = [line.removeprefix("policy-lint: ") for line in checked.stderr.splitlines()]
+    assert reported == [*map(str, problems), f"{len(problems)} problem(s) in {policy_copy}"]
+
+
+def test_a_misspelt_reference_data_path_in_a_rule_fails_opa_check(policy_copy: Path, opa_binary: Path) -> None:
+    rule = policy_copy / _rule_file("license_forbids_purpose")
+    _replace(rule, "import data.consent.reference.licenses.licenses", "import data.consent.reference.licences.licenses")
+    checked = run_check_policies(opa_binary, str(policy_copy))
+    assert checked.returncode != 0
+    assert any(
+        line.startswith(f"{rule}:") and "rego_type_error: undefined ref: data.consent.reference.licences.licenses[" in line
+        for line in checked.stderr.splitlines()
+    ), checked.stderr
+    assert 'have: "licences"' in checked.stderr
+
+
+def test_check_policies_checks_the_copy_it_is_given(policy_copy: Path, opa_binary: Path) -> None:
+    checked = run_check_policies(opa_binary, str(policy_copy))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"check-policies: {policy_copy} with" in checked.stdout
+    assert f"policy-lint: {policy_copy}: no problems" in checked.stdout
+    assert "check-policies: coverage 100.00%" in checked.stdout
 
 
 # --- (b) shared examples -----------------------------------------------------------------------
