@@ -16,9 +16,13 @@ The task is refused, with a message that says which, when
 - a partition has no decision of this DAG run by the gate that checks it (records are tied to the
   gate task that wrote them: another task's allow does not count) that let it pass (an allow, or a
   deny only by rules in warn/dryrun): the gate was marked "success" by hand, did not run, or denied it;
+- that decision was made for another purpose, by another engine or at another entrypoint than the
+  gate asks now under this deployment's settings (a record written by something else than the gate);
 - a partition's fingerprint now differs from the one its allow decision was made on (the data
   changed after the check): both fingerprints are named;
-- the ledger records of this run fail their hash chain (``LedgerTampered``).
+- the ledger records of this run fail their hash chain or their signatures: a record not signed
+  with the deployment's ledger key was not appended by a consent gate (``LedgerTampered``, see
+  ``airflow_consent.ledger.keys`` for what the signature proves and what it cannot).
 
 Every refusal fails the task without retries (``ClearanceDenied``, an ``AirflowFailException``); a
 ledger that cannot be read raises ``LedgerError`` and the task is retried.
@@ -57,7 +61,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 10
 
-ProblemKind = Literal["no_gate", "not_allowed", "changed", "unreadable", "tampered"]
+ProblemKind = Literal["no_gate", "not_allowed", "not_bound", "changed", "unreadable", "tampered"]
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Requ
     except LedgerTampered as exc:
         raise _tampered(head, exc) from exc
     required, problems = _required_partitions(gates, context)
-    cleared, mismatches = _compare(required, decided, run_id)
+    cleared, mismatches = _compare(required, decided, {gate.task_id: _asked(gate, context) for gate in gates}, run_id)
     problems += mismatches
     if not problems and not cleared:
         problems.append(ClearanceProblem(kind="not_allowed", message="no input partition is allowed in this run"))
@@ -314,12 +318,27 @@ def _gate_inputs(gate: Any, context: Any) -> tuple[list[tuple[str, str | None]],
     return specs, partition_filter
 
 
+def _asked(gate: Any, context: Any) -> tuple[str, str, str]:
+    """(purpose, engine, entrypoint) the gate asks now, as its records name them: resolved as the gate
+    resolves them (its argument, else the ``[consent]`` setting)."""
+    from airflow_consent.config import settings
+    from airflow_consent.engines import engine_for
+
+    config = settings()
+    purpose = gate.render_template(gate.purpose, context) if hasattr(gate, "render_template") else gate.purpose
+    engine = engine_for(getattr(gate, "opa_conn_id", None) or config.opa_conn_id,
+                        getattr(gate, "policy_path", None) or config.policy_path)
+    return purpose, engine.name, getattr(gate, "entrypoint", None) or config.entrypoint
+
+
 def _compare(
-    required: list[RequiredPartition], decided: dict[str, dict[str, LatestDecision]], run_id: str
+    required: list[RequiredPartition], decided: dict[str, dict[str, LatestDecision]],
+    asked: dict[str, tuple[str, str, str]], run_id: str,
 ) -> tuple[list[RequiredPartition], list[ClearanceProblem]]:
     """The partitions cleared (each let through by every gate that checks it), and the problems.
 
-    ``decided`` is gate task id -> partition id -> that gate's latest decision in this run.
+    ``decided`` is gate task id -> partition id -> that gate's latest decision in this run; ``asked``
+    is gate task id -> (purpose, engine, entrypoint) that gate asks now.
     """
     problems: list[ClearanceProblem] = []
     passed: dict[str, RequiredPartition] = {}
@@ -345,6 +364,16 @@ def _compare(
                 message=f"{partition.id}: no allow decision in the consent ledger for run {run_id!r} (gate "
                 f"{partition.gate!r} did not allow it in this run: was the gate marked success by hand, or "
                 "did it not run?)",
+            ))
+        elif (decision.purpose, decision.engine, decision.entrypoint) != asked[partition.gate]:
+            purpose, engine, entrypoint = asked[partition.gate]
+            problems.append(ClearanceProblem(
+                kind="not_bound", partition_id=partition.id, gate=partition.gate,
+                current_fingerprint=partition.fingerprint,
+                message=f"{partition.id}: its allow decision in run {run_id!r} was made for purpose "
+                f"{decision.purpose!r} by {decision.engine} at {decision.entrypoint}, but gate {partition.gate!r} "
+                f"asks for purpose {purpose!r} of {engine} at {entrypoint}: not a decision of this gate; run the "
+                "gate again",
             ))
         elif decision.fingerprint != partition.fingerprint:
             problems.append(ClearanceProblem(

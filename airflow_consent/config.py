@@ -1,12 +1,13 @@
 """The ``[consent]`` configuration section, read in one place.
 
-Per-task arguments win over these deployment-wide settings; secrets live only in the connection.
+Per-task arguments win over these deployment-wide settings. Secrets live in the connection, and in
+``ledger_secret``, which signs ledger records and is never repr'd.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.policies import DEFAULT_ENTRYPOINT
@@ -51,6 +52,7 @@ class ConsentSettings:
     ledger_url: str = ""
     dataset_config_path: str | None = None
     pinned_task_arguments: tuple[str, ...] = ()
+    ledger_secret: str | None = field(default=None, repr=False)
 
 
 def settings() -> ConsentSettings:
@@ -70,6 +72,7 @@ def settings() -> ConsentSettings:
         enforcement=option("enforcement", "deny"),
         rule_enforcement=option("rule_enforcement", ""),
         ledger_url=option("ledger_url", "") or default_ledger_url(),
+        ledger_secret=option("ledger_secret", "").strip() or None,  # ledger_secret_cmd output ends in a newline
         dataset_config_path=option("dataset_config_path", "") or None,
         pinned_task_arguments=tuple(
             name.strip() for name in option("pinned_task_arguments", "").split(",") if name.strip()

@@ -1,4 +1,4 @@
-"""``airflow-consent ledger``: verify the decision ledger's hash chain, show it, export it.
+"""``airflow-consent ledger``: verify the decision ledger's hash chain and signatures, show it, export it.
 
 Cheap to import: SQLAlchemy and Airflow's configuration load only when a command runs.
 """
@@ -29,7 +29,8 @@ def verify(
     anchor: Annotated[str | None, typer.Option(help="an earlier head SEQ:sha256:HEX kept elsewhere")] = None,
     file: Annotated[Path | None, typer.Option(help="verify an exported JSON Lines file instead")] = None,
 ) -> None:
-    """Recompute the hash chain. Exit 0 intact, 1 tampered (each problem named by seq), 2 unreadable."""
+    """Recompute the hash chain and check each record's signature with this machine's ledger key (when it
+    has one). Exit 0 intact, 1 tampered (each problem named by seq), 2 unreadable."""
     from airflow_consent.errors import ConsentError
     from airflow_consent.ledger.verify import Head
 
@@ -51,10 +52,12 @@ def verify(
         return
     if result.ok:
         typer.echo(f"ledger OK: {result.checked} record(s) in {where}, head {result.head_seq}:{result.head_hash}")
+        typer.echo(f"signatures: {result.signatures}")
         return
     typer.echo(f"ledger TAMPERED: {len(result.problems)} problem(s) in {result.checked} record(s) of {where}")
     for problem in result.problems:
         typer.echo(f"  {problem}")
+    typer.echo(f"signatures: {result.signatures}")
     raise typer.Exit(EXIT_TAMPERED)
 
 
@@ -137,13 +140,16 @@ def _verify_file(path: Path, anchor):
     """Verify an export: the chain within it; its last record stands in for the head."""
     import json
 
+    from airflow_consent.config import settings
     from airflow_consent.ledger import LedgerRecord
+    from airflow_consent.ledger.keys import deployment_key
     from airflow_consent.ledger.verify import verify_chain
 
     with path.open(encoding="utf-8") as lines:
         rows = [LedgerRecord.model_validate(json.loads(line)).to_row() for line in lines if line.strip()]
     where = {row["record_hash"]: row["seq"] for row in rows}
-    return verify_chain(rows, head=None, find_seq=where.get, anchor=anchor, head_required=False)
+    key = deployment_key(settings().ledger_secret, create=False)
+    return verify_chain(rows, head=None, find_seq=where.get, anchor=anchor, head_required=False, key=key)
 
 
 def _table(records: list[LedgerRecord]):

@@ -76,6 +76,18 @@ def get_provider_info() -> dict:
                         "default": "",
                         "sensitive": True,
                     },
+                    "ledger_secret": {
+                        "description": "The deployment's secret that signs every ledger record (HMAC-SHA256), so "
+                        "clearance accepts only records a consent gate appended, not rows written into the database "
+                        "by anyone else. Set the same value on every machine (ledger_secret_cmd and "
+                        "ledger_secret_secret work). Empty: a random key in $AIRFLOW_HOME/consent_ledger.key, "
+                        "created on first use: enough for one machine.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": None,
+                        "default": "",
+                        "sensitive": True,
+                    },
                     "dataset_config_path": {
                         "description": "Directory of the datasets' evidence configurations: <dataset>.json (columns, "
                         "revocation list, Great Expectations suite) per dataset name. A dataset without one is judged "

@@ -14,6 +14,7 @@ import pytest
 from airflow_consent.clearance import ClearanceDenied, ClearanceRefused, check_clearance, enforce_clearance
 from airflow_consent.cluster_policy import CLEARANCE_MARKER, install_clearance
 from airflow_consent.discovery import discover_partitions, fingerprint
+from airflow_consent.engines.local import LocalOpaEngine
 from airflow_consent.errors import LedgerTampered
 from airflow_consent.ledger.store import LatestDecision
 from airflow_consent.sample_data import generate_profile_photos
@@ -22,6 +23,8 @@ RUN = "manual__2026-01-01T00:00:00+00:00"
 PURPOSE = "face_recognition_training"
 STUDIO_2024 = "profile_photos/source=studio_optin/year=2024"
 STUDIO_2025 = "profile_photos/source=studio_optin/year=2025"
+ENGINE = LocalOpaEngine().name  # what the gates below ask: the shipped policies, locally
+ENTRYPOINT = "consent/main/decision"
 
 
 class FakeLedger:
@@ -39,8 +42,8 @@ class FakeLedger:
             raise self.allowed
         if run_id != RUN or task_id not in (None, "consent_gate"):
             return {}
-        return {**{pid: LatestDecision(fp, False) for pid, fp in self.denied.items()},
-                **{pid: LatestDecision(fp, True) for pid, fp in self.allowed.items()}}
+        return {**{pid: LatestDecision(fp, False, PURPOSE, ENGINE, ENTRYPOINT) for pid, fp in self.denied.items()},
+                **{pid: LatestDecision(fp, True, PURPOSE, ENGINE, ENTRYPOINT) for pid, fp in self.allowed.items()}}
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +256,7 @@ def test_with_the_real_ledger_unenforced_violations_pass_and_enforced_ones_do_no
     now = datetime.now(timezone.utc)
     request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=RUN, task_id="consent_gate", evaluated_at=now)
     report = GateReport(
-        decision_id="d-1", allow=False, purpose=PURPOSE, entrypoint="consent/main/decision", engine="test",
+        decision_id="d-1", allow=False, purpose=PURPOSE, entrypoint="consent/main/decision", engine=ENGINE,
         opa_version="1.22.3", policy_revision="sha256:0", evaluated_at=now, duration_ms=1.0,
         partitions=[
             DecidedPartition(id=STUDIO_2024, uri="file:///x", fingerprint=on_disk[STUDIO_2024], allow=False,
@@ -397,7 +400,7 @@ def record(ledger, task_id: str, verdicts: dict[str, bool], fingerprints: dict[s
     request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=run_id, task_id=task_id, evaluated_at=now)
     report = GateReport(
         decision_id=f"{task_id}-{now.timestamp()}", allow=all(verdicts.values()), purpose=PURPOSE,
-        entrypoint="consent/main/decision", engine="test", opa_version="1.22.3", policy_revision="sha256:0",
+        entrypoint="consent/main/decision", engine=ENGINE, opa_version="1.22.3", policy_revision="sha256:0",
         evaluated_at=now, duration_ms=1.0,
         partitions=[DecidedPartition(id=pid, uri=f"file:///{pid}", fingerprint=fingerprints[pid], allow=allow,
                                      violations=[] if allow else [denied]) for pid, allow in verdicts.items()],

@@ -26,6 +26,7 @@ from airflow_consent.engines.local import LocalOpaEngine
 from airflow_consent.errors import LedgerTampered, MalformedDecision, PolicyError, UndefinedDecision
 from airflow_consent.gate import DatasetSpec, _check_decision, aevaluate_gate, collect_partitions, evaluate_gate
 from airflow_consent.ledger import Ledger
+from airflow_consent.ledger.keys import deployment_key
 from airflow_consent.ledger.records import record_hash
 from airflow_consent.models import DecidedPartition, GateReport, GateRequest
 from airflow_consent.sample_data import generate_profile_photos
@@ -324,9 +325,11 @@ STORED_NON_BOOLEANS = ["true", "yes", "false", 2, -1, 0.5]  # SQLAlchemy's Boole
 
 
 def forge_decision(db_file: Path, partition_ids: list[str], stored_allow: object, hashed_allow: object) -> None:
-    """Append, as someone with write access to the database would, a new decision allowing ``partition_ids``
-    with ``allow`` stored as ``stored_allow`` and each record hashed over ``hashed_allow``, chained onto
-    the head, which moves forward: every link and the head check out."""
+    """Append, as someone with write access to the database and the deployment's ledger key would, a new
+    decision allowing ``partition_ids`` with ``allow`` stored as ``stored_allow`` and each record hashed
+    over ``hashed_allow`` and signed, chained onto the head, which moves forward: every link, signature
+    and the head check out."""
+    key = deployment_key(None, create=False)
     with sqlite3.connect(db_file) as db:
         db.row_factory = sqlite3.Row
         seq, prev = db.execute("SELECT last_seq, last_hash FROM consent_ledger_head").fetchone()
@@ -338,6 +341,7 @@ def forge_decision(db_file: Path, partition_ids: list[str], stored_allow: object
             row = {**dict(last), "seq": seq, "decision_id": decision_id, "allow": hashed_allow, "violations": "[]",
                    "prev_hash": prev}
             row["record_hash"] = prev = record_hash(row)
+            row["signature"] = key.sign(row["record_hash"])
             row["allow"] = stored_allow
             db.execute(f"INSERT INTO consent_ledger ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                        list(row.values()))
@@ -369,13 +373,14 @@ def test_a_ledger_row_whose_allow_is_not_a_boolean_never_passes(tmp_path, stored
             ledger.allowed_fingerprints("train_faces", "run-1")
         with pytest.raises(LedgerTampered, match="seq 2"):
             ledger.latest_decisions("train_faces", "run-1")
-        with pytest.raises(LedgerTampered, match="seq 2 is not one the gate writes.*allow"):
+        with pytest.raises(LedgerTampered, match="seq 2: not a record a gate writes: allow"):
             ledger.records()
         if hashed_as == "read back":
             assert "seq 2 was edited" in str(raised.value)
-            assert ledger.verify().problems == ["seq 2: edited (its content no longer matches its record_hash)"]
+            assert ledger.verify().problems[0] == "seq 2: edited (its content no longer matches its record_hash)"
         else:
             assert "allow" in str(raised.value)
+        assert ledger.verify().problems[-1].startswith("consent ledger seq 2: not a record a gate writes: allow is")
 
 
 def test_ledger_rows_of_the_gate_still_read_as_booleans(tmp_path):

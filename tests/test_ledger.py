@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from airflow_consent.errors import ConsentConfigurationError, LedgerError, LedgerTampered
 from airflow_consent.ledger import GENESIS, Head, Ledger, input_digest
+from airflow_consent.ledger.keys import LedgerKey, deployment_key
 from airflow_consent.ledger.records import record_hash
 from airflow_consent.ledger.store import normalize_url
 from airflow_consent.models import DecidedPartition, GateReport, GateRequest, Requester, Violation
@@ -83,10 +84,13 @@ def row(conn, seq: int) -> dict:
     return {**found, "allow": bool(found["allow"])}  # raw SQL on SQLite gives 0/1
 
 
-def rehash(conn, seq: int, **changes) -> str:
-    """Rewrite record ``seq`` with ``changes`` and a record_hash that matches them; return the new hash."""
+def rehash(conn, seq: int, *, key: LedgerKey | None = None, **changes) -> str:
+    """Rewrite record ``seq`` with ``changes`` and a record_hash that matches them, signed with ``key``
+    when the forger holds it; return the new hash."""
     values = {**row(conn, seq), **changes}
     values["record_hash"] = record_hash(values)
+    if key is not None:
+        values["signature"] = key.sign(values["record_hash"])
     sets = ", ".join(f"{k} = :{k}" for k in values if k != "seq")
     conn.execute(text(f"UPDATE consent_ledger SET {sets} WHERE seq = :seq"), values)
     return values["record_hash"]
@@ -104,7 +108,9 @@ def test_records_one_chained_record_per_partition_with_every_field(ledger):
     first, second = appended
     assert (first.seq, second.seq) == (1, 2)
     assert first.prev_hash == GENESIS and second.prev_hash == first.record_hash
-    assert second.model_dump(exclude={"seq", "recorded_at", "prev_hash", "record_hash"}) == {
+    key = deployment_key(None, create=False)
+    assert [key.problem(r.record_hash, r.signature) for r in appended] == [None, None]
+    assert second.model_dump(exclude={"seq", "recorded_at", "prev_hash", "record_hash", "signature"}) == {
         "decision_id": gate_report.decision_id,
         "evaluated_at": datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc),
         "dag_id": "train", "run_id": "run-1", "task_id": "consent_gate",
@@ -269,14 +275,17 @@ def _append_forged_7(conn):
     conn.execute(text(f"INSERT INTO consent_ledger ({columns}) VALUES ({', '.join(':' + c for c in forged)})"), forged)
 
 
+FORGED = "its signature does not match its content: forged"  # a forger without the deployment's ledger key
 TAMPERING = {
     "edited": (["UPDATE consent_ledger SET allow = true, violations = '[]' WHERE seq = 4"],
                ["seq 4: edited (its content no longer matches its record_hash)"]),
     "edited-and-rehashed": ([lambda conn: rehash(conn, 4, allow=True, violations="[]")],
-                            ["seq 5: chain broken: the record it was appended after is gone (seq 4 was edited and "
+                            [f"seq 4: {FORGED}",
+                             "seq 5: chain broken: the record it was appended after is gone (seq 4 was edited and "
                              "re-hashed, or a record was deleted and the rest renumbered)"]),
     "last-edited-and-rehashed": ([lambda conn: rehash(conn, 6, allow=True, violations="[]")],
-                                 ["seq 6: edited and re-hashed (it no longer matches the ledger head)"]),
+                                 [f"seq 6: {FORGED}",
+                                  "seq 6: edited and re-hashed (it no longer matches the ledger head)"]),
     "deleted": (["DELETE FROM consent_ledger WHERE seq = 3"],
                 ["seq 3: deleted (missing from the sequence before seq 4)"]),
     "deleted-last": (["DELETE FROM consent_ledger WHERE seq = 6"],
@@ -291,8 +300,9 @@ TAMPERING = {
                   ["seq 3: reordered (it was appended after seq 4, which now comes later)",
                    "seq 4: reordered (it was appended right after seq 2, not after seq 3)",
                    "seq 5: reordered (it was appended right after seq 3, not after seq 4)"]),
-    "inserted": ([_insert_forged_4], ["seq 4: inserted (seq 5 was appended right after seq 3)"]),
-    "inserted-after-head": ([_append_forged_7], ["seq 7: inserted after the head (the head is seq 6)"]),
+    "inserted": ([_insert_forged_4], [f"seq 4: {FORGED}", "seq 4: inserted (seq 5 was appended right after seq 3)"]),
+    "inserted-after-head": ([_append_forged_7],
+                            [f"seq 7: {FORGED}", "seq 7: inserted after the head (the head is seq 6)"]),
     "head-deleted": (["DELETE FROM consent_ledger_head"],
                      ["the ledger head is missing (deleted); the records end at seq 6"]),
 }
@@ -339,14 +349,15 @@ def test_truncation_with_the_head_moved_back_is_caught_only_by_an_anchor(ledger,
         f"seq 6: missing, but the anchor {anchor} says it existed (deleted or truncated)"]
 
 
-def test_a_rewritten_tail_is_caught_only_by_an_anchor(ledger, ledger_url):
+def test_a_tail_rewritten_by_a_holder_of_the_key_is_caught_only_by_an_anchor(ledger, ledger_url):
     six_records(ledger)
     anchor = Head(4, ledger.records()[3].record_hash)
+    key = deployment_key(None, create=False)
 
     def rewrite_from_4(conn):
         previous = row(conn, 3)["record_hash"]
         for seq in (4, 5, 6):
-            previous = rehash(conn, seq, allow=True, violations="[]", prev_hash=previous)
+            previous = rehash(conn, seq, key=key, allow=True, violations="[]", prev_hash=previous)
         conn.execute(text("UPDATE consent_ledger_head SET last_hash = :h"), {"h": previous})
 
     tamper(ledger_url, rewrite_from_4)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from airflow.configuration import AIRFLOW_HOME
 from typer.testing import CliRunner
 
 from airflow_consent.cli import app
 from airflow_consent.ledger import Ledger
+from airflow_consent.ledger.keys import KEY_FILE, deployment_key
 from airflow_consent.ledger.records import GENESIS
 from test_ledger import TAMPERING, six_records, tamper
 
@@ -41,6 +43,7 @@ def test_verify_a_tampered_ledger_exits_1_and_names_each_problem(url):
         f"ledger TAMPERED: 2 problem(s) in 5 record(s) of {url}",
         "  seq 4: edited (its content no longer matches its record_hash)",
         "  seq 6: deleted (the records end at seq 5 but the head is seq 6: truncated)",
+        f"signatures: checked with key {deployment_key(None, create=False).id} ({AIRFLOW_HOME}/{KEY_FILE})",
     ]
 
 

@@ -3,7 +3,9 @@
 A record's ``record_hash`` is ``sha256`` over the canonical JSON of its stored content and its
 ``prev_hash``, the ``record_hash`` of the record appended just before it (``GENESIS`` for the
 first). Its sequence number is not hashed: the chain of ``prev_hash`` links fixes each record's
-position, and the verifier checks that the numbering agrees with it.
+position, and the verifier checks that the numbering agrees with it. Its ``signature`` (the
+deployment key's HMAC of ``record_hash``, ``airflow_consent.ledger.keys``) is not hashed either: an
+auditor without the secret can still check the chain.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class LedgerRecord(BaseModel):
     violations: list[dict[str, Any]]
     prev_hash: str
     record_hash: str
+    signature: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> LedgerRecord:
@@ -120,7 +123,7 @@ class LedgerRecord(BaseModel):
                                 for error in exc.errors())
         except (TypeError, ValueError) as exc:
             problem = f"its violations are not JSON ({exc})"
-        raise LedgerTampered(f"consent ledger record seq {values.get('seq')!r} is not one the gate writes: {problem}")
+        raise LedgerTampered(f"consent ledger seq {values.get('seq')!r}: not a record a gate writes: {problem}")
 
     def to_row(self) -> dict[str, Any]:
         """The stored form of this record: what ``record_hash`` covers."""

@@ -43,6 +43,7 @@ ledger_table = Table(
     Column("violations", Text, nullable=False),
     Column("prev_hash", String(80), nullable=False),
     Column("record_hash", String(80), nullable=False),
+    Column("signature", String(120)),  # not hashed: see ledger/keys.py
     UniqueConstraint("decision_id", "partition_id", name="uq_consent_ledger_decision_partition"),
     Index("ix_consent_ledger_record_hash", "record_hash", unique=True),
     Index("ix_consent_ledger_run", "dag_id", "run_id"),

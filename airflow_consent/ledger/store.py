@@ -3,7 +3,8 @@
 Appends are serialized so the chain never forks: SQLite takes the database write lock up front
 (``BEGIN IMMEDIATE``, waiting up to the busy timeout), PostgreSQL a transaction-scoped advisory
 lock. Under the lock an append reads the head, checks it against the last record, chains the new
-records onto it, inserts them and moves the head, all in one transaction.
+records onto it, signs them with the deployment's key (``ledger/keys.py``), inserts them and moves
+the head, all in one transaction.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from airflow_consent.errors import ConsentConfigurationError, LedgerError, LedgerTampered
+from airflow_consent.ledger.keys import LedgerKey, deployment_key
 from airflow_consent.ledger.records import GENESIS, LedgerRecord, canonical_json, record_hash, timestamp
 from airflow_consent.ledger.schema import HEAD_ID, head_table, ledger_table, metadata, trigger_ddl
 from airflow_consent.ledger.verify import Head, VerifyResult, verify_chain
@@ -64,10 +66,14 @@ _STORED_COLUMNS = [
 
 
 class LatestDecision(NamedTuple):
-    """A partition's latest decision: the fingerprint it was made on, and whether it let the partition through."""
+    """A partition's latest decision: the fingerprint it was made on, whether it let the partition
+    through, and what it was asked for and asked of (for clearance to compare with the gate)."""
 
     fingerprint: str
     passed: bool
+    purpose: str
+    engine: str
+    entrypoint: str
 
 
 def normalize_url(url: str) -> str:
@@ -90,15 +96,18 @@ class Ledger:
 
     :param url: a SQLAlchemy URL (``sqlite:///path`` or ``postgresql://user@host/db``); default
         ``[consent] ledger_url``, which defaults to ``sqlite:///$AIRFLOW_HOME/consent_ledger.db``.
+    :param key: signs appended records and checks the signatures of records read for a clearance;
+        default the deployment's (``[consent] ledger_secret``, else ``$AIRFLOW_HOME/consent_ledger.key``).
     """
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, key: LedgerKey | None = None) -> None:
         if url is None:
             from airflow_consent.config import settings
 
             url = settings().ledger_url
         self.url = normalize_url(url)
         self.dialect = make_url(self.url).get_backend_name()
+        self._key = key
         self._engine: Engine | None = None
         self._schema_ready = False
 
@@ -148,6 +157,7 @@ class Ledger:
             "mode": mode,
         }
         rows: list[dict[str, Any]] = []
+        key = self._required_key(create=True)
         try:
             with self._write() as conn:
                 last = self._locked_head(conn)
@@ -165,6 +175,7 @@ class Ledger:
                         "prev_hash": rows[-1]["record_hash"] if rows else last.hash,
                     }
                     row["record_hash"] = record_hash(row)
+                    row["signature"] = key.sign(row["record_hash"])
                     rows.append(row)
                 if rows:
                     conn.execute(ledger_table.insert(), rows)
@@ -201,7 +212,9 @@ class Ledger:
 
     def _create_schema(self, conn: Connection) -> None:
         """Create the tables, triggers and head row once; safe under concurrent first appends."""
-        if not inspect(conn).has_table(ledger_table.name):
+        if inspect(conn).has_table(ledger_table.name):
+            _check_columns(conn, self.display_url)
+        else:
             metadata.create_all(conn)
             for statement in trigger_ddl(self.dialect):
                 conn.exec_driver_sql(statement.replace("%", "%%") if self.dialect == "postgresql" else statement)
@@ -256,20 +269,25 @@ class Ledger:
         through (allowed by the policies, or denied only by violations in warn/dryrun mode).
 
         A partition absent from the answer was never decided there. Raises ``LedgerTampered`` when
-        those records fail their hashes or their links to their neighbours: a clearance must never
-        rest on an edited record.
+        those records fail their hashes, their links to their neighbours or their signatures: a
+        clearance must never rest on an edited record, nor on one no gate of this deployment signed.
         """
+        what = (f"decision {decision_id!r}" if decision_id else
+                f"DAG {dag_id!r} run {run_id!r}" + (f" task {task_id!r}" if task_id else ""))
         with self._read() as conn:
             if conn is None:
                 return {}
             query = self._select(dag_id=dag_id, run_id=run_id, task_id=task_id, decision_id=decision_id)
             rows = [row._mapping for row in conn.execute(query.order_by(ledger_table.c.seq))]
-            self._check_neighbourhood(conn, rows, f"decision {decision_id!r}" if decision_id else
-                                      f"DAG {dag_id!r} run {run_id!r}" + (f" task {task_id!r}" if task_id else ""))
-        latest: dict[str, Mapping[str, Any]] = {}
+            self._check_neighbourhood(conn, rows, what)
+        self._check_signatures(rows, what)
+        latest: dict[str, LedgerRecord] = {}
         for row in rows:
-            latest[row["partition_id"]] = row
-        return {pid: LatestDecision(row["fingerprint"], _passed(row)) for pid, row in latest.items()}
+            latest[row["partition_id"]] = LedgerRecord.from_row(row)
+        return {
+            pid: LatestDecision(record.fingerprint, _passed(record), record.purpose, record.engine, record.entrypoint)
+            for pid, record in latest.items()
+        }
 
     def head(self) -> Head:
         """The last record's sequence number and hash (``0:GENESIS`` when empty): publish it as an anchor."""
@@ -278,7 +296,9 @@ class Ledger:
         return head or Head(0, GENESIS)
 
     def verify(self, *, anchor: Head | None = None) -> VerifyResult:
-        """Recompute the whole chain; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites."""
+        """Recompute the whole chain, and check every signature when this machine has the deployment's
+        key; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites."""
+        key = self._deployment_key(create=False)
         with self._read() as conn:
             if conn is None:
                 raise LedgerError(
@@ -292,7 +312,38 @@ class Ledger:
 
             query = select(*_STORED_COLUMNS).order_by(ledger_table.c.seq)
             rows = conn.execution_options(yield_per=2000).execute(query)
-            return verify_chain((row._mapping for row in rows), head=head, find_seq=find_seq, anchor=anchor)
+            return verify_chain((row._mapping for row in rows), head=head, find_seq=find_seq, anchor=anchor, key=key)
+
+    def _deployment_key(self, *, create: bool) -> LedgerKey | None:
+        if self._key is None:
+            from airflow_consent.config import settings
+
+            self._key = deployment_key(settings().ledger_secret, create=create)
+        return self._key
+
+    def _required_key(self, *, create: bool) -> LedgerKey:
+        if (key := self._deployment_key(create=create)) is None:
+            raise ConsentConfigurationError(
+                f"this machine has no consent ledger key, so it cannot check who wrote the records in "
+                f"{self.display_url}: set [consent] ledger_secret to the deployment's secret (the same on every "
+                "machine)"
+            )
+        return key
+
+    def _check_signatures(self, rows: list[Mapping[str, Any]], what: str) -> None:
+        """Each row is signed with the deployment's key (``LedgerTampered`` naming those that are not)."""
+        if not rows:
+            return
+        key = self._required_key(create=False)
+        problems = [f"seq {row['seq']} is {problem}" if problem.startswith("unsigned") else
+                    f"seq {row['seq']}: {problem}"
+                    for row in rows if (problem := key.problem(row["record_hash"], row["signature"]))]
+        if problems:
+            raise LedgerTampered(
+                f"the consent ledger records of {what} were not all appended by a consent gate of this deployment "
+                f"({'; '.join(problems[:5])}{'; ...' if len(problems) > 5 else ''}): run `airflow-consent ledger "
+                "verify`"
+            )
 
     def _check_neighbourhood(self, conn: Connection, rows: list[Mapping[str, Any]], what: str) -> None:
         """Each row matches its hash, follows its predecessor, and is followed by its successor (or the head)."""
@@ -374,6 +425,8 @@ class Ledger:
                     conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
                     has_table = inspect(conn).has_table(ledger_table.name)
+                    if has_table:
+                        _check_columns(conn, self.display_url)
                     yield conn if has_table else None
         except (SQLAlchemyError, OSError) as exc:
             raise LedgerError(f"could not read the consent ledger at {self.display_url}: {exc}") from exc
@@ -410,8 +463,17 @@ def _create_engine(url: str, dialect: str) -> Engine:
     return engine
 
 
-def _passed(row: Mapping[str, Any]) -> bool:
-    """Allowed, or denied only by violations in warn/dryrun mode; an ``allow`` that is not a boolean raises."""
-    record = LedgerRecord.from_row(row)
+def _check_columns(conn: Connection, where: str) -> None:
+    """A ledger created before records were signed has no ``signature`` column: say so, not an SQL error."""
+    if "signature" not in {column["name"] for column in inspect(conn).get_columns(ledger_table.name)}:
+        raise LedgerError(
+            f"the consent ledger at {where} was created before ledger records were signed: it cannot clear any "
+            "task; keep it for the audit trail (`airflow-consent ledger export`) and point [consent] ledger_url "
+            "at a new database"
+        )
+
+
+def _passed(record: LedgerRecord) -> bool:
+    """Allowed, or denied only by violations in warn/dryrun mode."""
     return record.allow or (bool(record.violations) and all(v.get("enforcement", "deny") != "deny"
                                                              for v in record.violations))

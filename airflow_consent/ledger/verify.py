@@ -8,22 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_consent.ledger.records import GENESIS, record_hash
+from airflow_consent.errors import LedgerTampered
+from airflow_consent.ledger.records import GENESIS, LedgerRecord, record_hash
+
+if TYPE_CHECKING:
+    from airflow_consent.ledger.keys import LedgerKey
 
 MAX_PROBLEMS = 100
 
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """``ok`` when every record matches its hash, links to the one before, and the head agrees."""
+    """``ok`` when every record is one the gate writes, matches its hash, links to the one before, and
+    the head agrees; and, when ``signatures`` names a key, is signed with it."""
 
     ok: bool
     checked: int
     problems: list[str] = field(default_factory=list)
     head_seq: int = 0
     head_hash: str = GENESIS
+    signatures: str = "not checked"
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,10 @@ def verify_chain(
     find_seq: Callable[[str], int | None],
     anchor: Head | None = None,
     head_required: bool = True,
+    key: LedgerKey | None = None,
 ) -> VerifyResult:
-    """Check ``rows`` (in ``seq`` order) against their hashes, their links, ``head`` and ``anchor``.
+    """Check ``rows`` (in ``seq`` order) against their types, hashes, links, ``head`` and ``anchor``, and
+    their signatures against ``key`` when given (an auditor without the secret checks the rest).
 
     ``find_seq`` maps a record hash to the sequence number of the record that carries it (or None),
     so a broken link can be told apart: reordered, inserted, or edited and re-hashed.
@@ -99,6 +107,12 @@ def verify_chain(
             computed = f"unhashable: {exc}"
         if computed != row["record_hash"]:
             problems.add(f"seq {seq}: edited (its content no longer matches its record_hash)")
+        try:
+            LedgerRecord.from_row(row)
+        except LedgerTampered as exc:
+            problems.add(str(exc))
+        if key is not None and (unsigned := key.problem(row["record_hash"], row.get("signature"))):
+            problems.add(f"seq {seq}: {unsigned}")
         expected_prev = prev["record_hash"] if prev is not None else GENESIS
         if row["prev_hash"] != expected_prev and not gap:
             problems.add(_broken_link(row, prev, find_seq, moved))
@@ -125,7 +139,8 @@ def verify_chain(
     if anchor is not None and not anchor_seen:
         problems.add(f"seq {anchor.seq}: missing, but the anchor {anchor} says it existed (deleted or truncated)")
     listing = problems.listing()
-    return VerifyResult(ok=not listing, checked=checked, problems=listing, head_seq=last.seq, head_hash=last.hash)
+    return VerifyResult(ok=not listing, checked=checked, problems=listing, head_seq=last.seq, head_hash=last.hash,
+                        signatures=f"checked with key {key.id} ({key.source})" if key else "not checked (no key)")
 
 
 def _broken_link(
