@@ -16,6 +16,10 @@ does, then written into the id in one canonical escaping (``quote`` keeping only
 and ``-_.~``), so ``source=studio:optin`` has the id ``.../source=studio%3Aoptin``, never that of
 ``source=studio_optin``. Two directories that decode to the same keys (``studio%5Foptin`` beside
 ``studio_optin``, or the same text in two Unicode normal forms) are a configuration error.
+
+``parse_partition_filter`` is the one reading of a gate's ``partition_filter``, used when the DAG is
+parsed and when partitions are discovered. pyarrow is imported only when a dataset is listed, so a
+DAG file that builds a gate does not pay for it.
 """
 
 from __future__ import annotations
@@ -27,23 +31,23 @@ import stat
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import fsspec
-import pyarrow as pa
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem as FsspecLocalFileSystem
 
 from airflow_consent.errors import ConsentConfigurationError, NoPartitionsFound
 from airflow_consent.models import FILTER_OPERATORS
 
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
 IGNORE_PREFIXES = ("_", ".")
 CHUNK_SIZE = 1 << 20
 ID_SAFE_CHARACTERS = "-_.~"  # besides letters and digits; everything else is percent-escaped in ids
 PROGRESS_EVERY = 1000
-
-PartitionFilter = Sequence[Sequence[object]] | Sequence[Sequence[Sequence[object]]]
+LIST_OPERATORS = ("in", "not in")
 
 
 @dataclass(frozen=True)
@@ -93,17 +97,19 @@ def discover_partitions(
     uri: str,
     *,
     dataset: str | None = None,
-    partition_filter: PartitionFilter | None = None,
+    partition_filter: Sequence[Any] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[DiscoveredPartition]:
     """List the partitions of the hive-partitioned dataset at ``uri``, sorted by id.
 
-    ``partition_filter`` is pyarrow's DNF filter format (``[(key, op, value), ...]`` = AND, a list of
-    such lists = OR of ANDs); keys and values compare as strings. ``progress`` is called with the
-    number of partitions processed so far. Raises ``ConsentConfigurationError`` when the root is
-    missing, the layout is not hive-style, a path escapes the root, the filter names an unknown key,
-    or no partition remains.
+    ``partition_filter`` is read by ``parse_partition_filter`` before anything is listed.
+    ``progress`` is called with the number of partitions processed so far. Raises
+    ``ConsentConfigurationError`` when the filter is malformed, the root is missing, the layout is
+    not hive-style, a path escapes the root, the filter names an unknown key, or no partition remains.
     """
+    import pyarrow.fs as pafs
+
+    parsed_filter = parse_partition_filter(partition_filter)
     fs, root_path = fsspec.core.url_to_fs(uri)
     root_path = root_path.rstrip("/") or "/"
     local = isinstance(fs, FsspecLocalFileSystem)
@@ -126,9 +132,9 @@ def discover_partitions(
     partitions = _partitions(entries, name, root_uri, root_path, filesystem, progress)
     if not partitions:
         raise NoPartitionsFound(f"dataset {name!r} at {root_uri} has no partitions")
-    if partition_filter is None or len(partition_filter) == 0:
+    if parsed_filter is None:
         return partitions
-    selected = _apply_filter(partitions, partition_filter)
+    selected = _apply_filter(partitions, parsed_filter)
     if not selected:
         raise NoPartitionsFound(f"no partition of {name!r} at {root_uri} matches filter {partition_filter!r}")
     return selected
@@ -187,7 +193,7 @@ def _within(real: str, root_real: str) -> bool:
 def _scan_local(root_path: str) -> Iterator[_Entry]:
     """Walk a local tree without trusting symlinks: each must resolve inside the root."""
     root_real = os.path.realpath(root_path)
-    stack = [(root_path, (), root_real, frozenset({root_real}))]
+    stack: list[tuple[str, tuple[str, ...], str, frozenset[str]]] = [(root_path, (), root_real, frozenset({root_real}))]
     while stack:
         directory, parts, directory_real, ancestors = stack.pop()
         with os.scandir(directory) as scan:
@@ -318,8 +324,8 @@ def _partitions(
     key_names: tuple[str, ...] | None = None
     first_path = ""
     for parts in sorted(p for p in subdirs if p and not subdirs[p]):
-        entry = directories.get(parts)
-        path = entry.path if entry else f"{root_path.rstrip('/')}/{'/'.join(parts)}"
+        directory = directories.get(parts)
+        path = directory.path if directory else f"{root_path.rstrip('/')}/{'/'.join(parts)}"
         keys: dict[str, str] = {}
         for depth, segment in enumerate(parts):
             key, value = _parse_segment(segment, f"{root_path.rstrip('/')}/{'/'.join(parts[: depth + 1])}")
@@ -370,58 +376,116 @@ def _escape(text: str) -> str:
 # --- filters ----------------------------------------------------------------------------------
 
 
-def _is_predicate(item: object) -> bool:
-    return isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str)
+@dataclass(frozen=True)
+class FilterTerm:
+    """``key op value`` on one partition key; values are strings (a sorted tuple for ``in``/``not in``)."""
+
+    key: str
+    op: str
+    value: str | tuple[str, ...]
 
 
-def _normalize_filter(partition_filter: PartitionFilter) -> list[list[tuple[str, str, object]]]:
-    """DNF as a list of AND-lists of (key, op, value) with values as strings."""
+@dataclass(frozen=True)
+class PartitionFilter:
+    """A parsed ``partition_filter``: a partition matches when every term of any one conjunction holds."""
+
+    conjunctions: tuple[tuple[FilterTerm, ...], ...]
+
+    @property
+    def keys(self) -> list[str]:
+        """The partition keys the filter names, in order of appearance."""
+        return list(dict.fromkeys(term.key for conjunction in self.conjunctions for term in conjunction))
+
+    def to_dnf(self) -> list[list[tuple[str, str, str | list[str]]]]:
+        """The filter in pyarrow's DNF format, for ``pyarrow.parquet.filters_to_expression``."""
+        return [
+            [(t.key, t.op, list(t.value) if isinstance(t.value, tuple) else t.value) for t in conjunction]
+            for conjunction in self.conjunctions
+        ]
+
+
+def parse_partition_filter(partition_filter: object) -> PartitionFilter | None:
+    """Read a gate's ``partition_filter``: pyarrow's DNF format over partition keys, a list of
+    ``(key, op, value)`` terms (AND) or a list of such lists (OR of ANDs); None when it is None or empty.
+
+    Keys are strings; ``op`` is one of ``FILTER_OPERATORS`` (any case); a value is compared as a
+    string, and ``in``/``not in`` take a list of values. Raises ``ConsentConfigurationError`` naming
+    the first term (or list of terms) that does not fit.
+    """
+    if partition_filter is None:
+        return None
     if not isinstance(partition_filter, (list, tuple)):
-        raise ConsentConfigurationError(f"partition_filter must be a list, got {type(partition_filter).__name__}")
-    if all(_is_predicate(item) for item in partition_filter):
-        disjunction = [partition_filter]
-    elif all(
-        isinstance(item, (list, tuple)) and item and all(_is_predicate(p) for p in item) for item in partition_filter
-    ):
-        disjunction = list(partition_filter)
-    else:
         raise ConsentConfigurationError(
-            f"malformed partition_filter {partition_filter!r}: expected [(key, op, value), ...] "
-            "or a list of such lists"
+            f"partition_filter must be a list of (key, op, value) terms or a list of such lists, "
+            f"not the {type(partition_filter).__name__} {partition_filter!r}"
         )
-    normalized = []
-    for conjunction in disjunction:
-        predicates = []
-        for key, op, value in conjunction:
-            op = str(op).strip().lower()
-            if op not in FILTER_OPERATORS:
-                raise ConsentConfigurationError(
-                    f"partition_filter operator {op!r} is not one of {sorted(FILTER_OPERATORS)}"
-                )
-            if op in ("in", "not in"):
-                if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
-                    raise ConsentConfigurationError(f"partition_filter {op!r} on {key!r} needs a list of values")
-                value = sorted(str(v) for v in value)
-            else:
-                value = str(value)
-            predicates.append((key, op, value))
-        normalized.append(predicates)
-    return normalized
+    if not partition_filter:
+        return None
+    groups = [item for item in partition_filter if _is_term_list(item)]
+    if len(groups) == len(partition_filter):
+        return PartitionFilter(tuple(_conjunction(group) for group in groups))
+    if groups:
+        term = next(item for item in partition_filter if not _is_term_list(item))
+        raise ConsentConfigurationError(
+            f"partition_filter mixes terms and lists of terms: {term!r} beside {groups[0]!r}; "
+            "give [(key, op, value), ...] or a list of such lists"
+        )
+    return PartitionFilter((_conjunction(partition_filter),))
+
+
+def _is_term_list(item: object) -> bool:
+    """A list of terms (one AND of an OR), as opposed to a term: a list whose items are all lists."""
+    return isinstance(item, (list, tuple)) and all(isinstance(term, (list, tuple)) for term in item)
+
+
+def _conjunction(terms: Sequence[object]) -> tuple[FilterTerm, ...]:
+    if not terms:
+        raise ConsentConfigurationError(
+            f"partition_filter has an empty list of terms {terms!r}: remove it or give (key, op, value) terms"
+        )
+    return tuple(_term(term) for term in terms)
+
+
+def _term(term: object) -> FilterTerm:
+    where = f"partition_filter term {term!r}"
+    if not (isinstance(term, (list, tuple)) and len(term) == 3):
+        raise ConsentConfigurationError(f"{where} must be (key, op, value) with op one of {sorted(FILTER_OPERATORS)}")
+    key, op, value = term
+    if not isinstance(key, str) or not key:
+        raise ConsentConfigurationError(f"{where}: the key must be a partition key name (a string), not {key!r}")
+    if not isinstance(op, str) or (operator := op.strip().lower()) not in FILTER_OPERATORS:
+        raise ConsentConfigurationError(f"{where}: the operator {op!r} is not one of {sorted(FILTER_OPERATORS)}")
+    if operator not in LIST_OPERATORS:
+        return FilterTerm(key, operator, _filter_value(value, f"{where}: {operator!r} compares with one value"))
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise ConsentConfigurationError(
+            f"{where}: {operator!r} needs a list of values, not the {type(value).__name__} {value!r}"
+        )
+    values = (_filter_value(item, f"{where}: {operator!r} takes values") for item in value)
+    return FilterTerm(key, operator, tuple(sorted(values)))
+
+
+def _filter_value(value: object, where: str) -> str:
+    """The value as the string a partition key is compared with; None, bytes and collections are refused."""
+    if value is None or isinstance(value, (bytes, bytearray, list, tuple, set, frozenset, dict)):
+        raise ConsentConfigurationError(f"{where}, a string or a number, not {value!r}")
+    return str(value)
 
 
 def _apply_filter(
     partitions: list[DiscoveredPartition], partition_filter: PartitionFilter
 ) -> list[DiscoveredPartition]:
-    dnf = _normalize_filter(partition_filter)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     key_names = list(partitions[0].keys)
-    for conjunction in dnf:
-        for key, _, _ in conjunction:
-            if key not in key_names:
-                raise ConsentConfigurationError(
-                    f"partition_filter names the key {key!r}, but dataset {partitions[0].dataset!r} "
-                    f"has the partition keys {key_names}"
-                )
+    for key in partition_filter.keys:
+        if key not in key_names:
+            raise ConsentConfigurationError(
+                f"partition_filter names the key {key!r}, but dataset {partitions[0].dataset!r} "
+                f"has the partition keys {key_names}"
+            )
     columns = {k: pa.array([p.keys[k] for p in partitions], pa.string()) for k in key_names}
     columns["__index"] = pa.array(range(len(partitions)), pa.int64())
-    table = pa.table(columns).filter(pq.filters_to_expression(dnf))
+    table = pa.table(columns).filter(pq.filters_to_expression(partition_filter.to_dnf()))
     return [partitions[i] for i in table.column("__index").to_pylist()]

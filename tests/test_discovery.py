@@ -12,7 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_consent.discovery import DataFile, discover_partitions, fingerprint
+from airflow_consent.discovery import (
+    DataFile,
+    FilterTerm,
+    PartitionFilter,
+    discover_partitions,
+    fingerprint,
+    parse_partition_filter,
+)
 from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.sample_data import generate_profile_photos
 
@@ -22,6 +29,20 @@ SAMPLE_IDS = [
     "profile_photos/source=stock/year=2022",
     "profile_photos/source=studio_optin/year=2024",
     "profile_photos/source=studio_optin/year=2025",
+]
+
+# Filters that parse-time validation (in the operator) and discovery used to judge differently, now both
+# read by parse_partition_filter; tests/test_operator.py runs the same cases through the gate.
+REFUSED_FILTERS = [  # passed parse time, failed at run time (or, for the dict, crashed with a KeyError)
+    ([("year", "in", "2024")], r"partition_filter term \('year', 'in', '2024'\): 'in' needs a list of values"),
+    ([(1, "=", "x")], r"partition_filter term \(1, '=', 'x'\): the key must be a partition key name"),
+    ([[]], r"partition_filter has an empty list of terms \[\]"),
+    ({"year": "2024"}, r"partition_filter must be a list .* not the dict \{'year': '2024'\}"),
+    ([("year", "=", ["2024"])], r"partition_filter term .*: '=' compares with one value, a string or a number"),
+]
+ACCEPTED_FILTERS = [  # failed parse time, passed at run time
+    ([["source", "=", "stock"]], ["profile_photos/source=stock/year=2022"]),  # terms as lists, as templates render
+    ([("source", " IN ", ["stock"])], ["profile_photos/source=stock/year=2022"]),  # any case and spacing of op
 ]
 
 
@@ -111,12 +132,43 @@ def test_filter_matching_nothing_says_so(sample: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "partition_filter",
-    [[("source", "like", "ok%")], [("source", "in", "okcupid")], [("source", "=")], "source=okcupid"],
+    ("partition_filter", "message"),
+    [
+        ([("source", "like", "ok%")], r"term \('source', 'like', 'ok%'\): the operator 'like' is not one of"),
+        ([("source", "=")], r"term \('source', '='\) must be \(key, op, value\)"),
+        ("source=okcupid", "must be a list of .* not the str 'source=okcupid'"),
+        ([("source", "=", "stock"), [("year", "=", "2022")]], "mixes terms and lists of terms"),
+        *REFUSED_FILTERS,
+    ],
 )
-def test_malformed_filter_is_a_configuration_error(sample: Path, partition_filter) -> None:
-    with pytest.raises(ConsentConfigurationError, match="partition_filter"):
+def test_malformed_filter_is_a_configuration_error_naming_the_term(sample: Path, partition_filter, message) -> None:
+    with pytest.raises(ConsentConfigurationError, match=message):
+        parse_partition_filter(partition_filter)
+    with pytest.raises(ConsentConfigurationError, match=message):
         discover_partitions(str(sample), partition_filter=partition_filter)
+
+
+@pytest.mark.parametrize(("partition_filter", "expected"), ACCEPTED_FILTERS)
+def test_filters_the_gate_used_to_refuse_select_partitions(sample: Path, partition_filter, expected) -> None:
+    assert ids(discover_partitions(str(sample), partition_filter=partition_filter)) == expected
+
+
+def test_a_malformed_filter_is_refused_before_the_dataset_is_listed(tmp_path: Path) -> None:
+    """A sensor waits while a dataset is missing: a bad filter must fail it now, not after the data lands."""
+    with pytest.raises(ConsentConfigurationError, match="'in' needs a list of values"):
+        discover_partitions(str(tmp_path / "not_there_yet"), partition_filter=[("year", "in", "2024")])
+
+
+def test_parse_partition_filter_gives_typed_terms() -> None:
+    assert parse_partition_filter(None) is None
+    assert parse_partition_filter([]) is None
+    assert parse_partition_filter([("year", " IN ", [2025, "2024"]), ["source", "==", "stock"]]) == PartitionFilter(
+        ((FilterTerm("year", "in", ("2024", "2025")), FilterTerm("source", "==", "stock")),)
+    )
+    parsed = parse_partition_filter([[("source", "=", "stock")], [("year", "not in", ("2013",))]])
+    assert parsed is not None
+    assert parsed.keys == ["source", "year"]
+    assert parsed.to_dnf() == [[("source", "=", "stock")], [("year", "not in", ["2013"])]]
 
 
 def test_empty_dataset(tmp_path: Path) -> None:
