@@ -7,6 +7,8 @@ import sys
 
 import pytest
 from airflow.sdk import Asset
+from airflow.sdk.exceptions import AirflowFailException
+from test_discovery import ACCEPTED_FILTERS, REFUSED_FILTERS
 
 from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.operators.consent import ConsentGateOperator
@@ -34,7 +36,7 @@ def test_a_single_dataset_need_not_be_a_list():
         ({"datasets": []}, "datasets is empty"),
         ({"datasets": [42]}, "must be a URI or an Asset"),
         ({"entrypoint": "data.consent.main"}, "entrypoint 'data.consent.main' must be a policy path"),
-        ({"partition_filter": [("source", "~", "x")]}, r"partition_filter term \('source', '~', 'x'\)"),
+        ({"partition_filter": [("source", "~", "x")]}, r"gate: partition_filter term \('source', '~', 'x'\)"),
         ({"partition_filter": [["source", "in"]]}, "must be \\(key, op, value\\)"),
     ],
 )
@@ -47,12 +49,64 @@ def test_templated_purpose_is_checked_at_run_time_not_parse_time():
     assert gate(purpose="{{ params.purpose }}").purpose == "{{ params.purpose }}"
 
 
+# --- partition filters: the parser discovery uses, at parse time and once rendered ----------------
+
+
+@pytest.mark.parametrize(("partition_filter", "message"), REFUSED_FILTERS)
+def test_a_filter_discovery_would_refuse_fails_at_parse_time(partition_filter, message):
+    with pytest.raises(ConsentConfigurationError, match=f"gate: {message}"):
+        gate(partition_filter=partition_filter)
+
+
+@pytest.mark.parametrize(("partition_filter", "message"), REFUSED_FILTERS)
+def test_a_filter_discovery_would_refuse_fails_at_run_time(partition_filter, message):
+    """Set as a rendered template (or a change after parsing) would set it: the run fails, never retried."""
+    operator = gate()
+    operator.partition_filter = partition_filter
+
+    with pytest.raises(AirflowFailException, match=f"consent gate misconfigured: gate: {message}"):
+        operator.execute({})
+
+
+@pytest.mark.parametrize(("partition_filter", "_"), ACCEPTED_FILTERS)
+def test_a_filter_discovery_accepts_passes_at_parse_and_run_time(partition_filter, _):
+    operator = gate(partition_filter=partition_filter)
+    assert operator.partition_filter == partition_filter
+    operator._check_filter()  # what _evaluate checks before discovering
+
+
+def test_a_templated_filter_is_checked_once_rendered():
+    operator = gate(partition_filter=[("year", "in", "{{ params.years }}")])  # a string once rendered
+    operator.render_template_fields({"params": {"years": "2024"}})
+
+    assert operator.partition_filter == [("year", "in", "2024")]
+    with pytest.raises(AirflowFailException, match=r"gate: partition_filter term \('year', 'in', '2024'\)"):
+        operator.execute({})
+
+
+def test_a_templated_filter_that_renders_well_passes():
+    operator = gate(partition_filter=[("year", "in", ["{{ params.year }}"])])
+    operator.render_template_fields({"params": {"year": "2024"}})
+    operator._check_filter()
+
+
 @pytest.mark.parametrize("module", ["airflow_consent.operators.consent", "airflow_consent.sensors.consent"])
 def test_importing_the_gate_does_not_import_heavy_libraries(module):
     code = (
         f"import sys; import {module}; "
         "heavy = [m for m in ('pyarrow', 'great_expectations', 'opa_client', 'requests') if m in sys.modules]; "
         "print('HEAVY=' + ','.join(heavy))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY=\n" in done.stdout
+
+
+def test_checking_a_filter_at_parse_time_does_not_import_heavy_libraries():
+    code = (
+        "import sys; from airflow_consent.operators.consent import ConsentGateOperator; "
+        "ConsentGateOperator(task_id='gate', datasets=['/data/a'], purpose='face_recognition_training', "
+        "partition_filter=[('year', 'in', ['2024'])]); "
+        "print('HEAVY=' + ','.join(m for m in ('pyarrow', 'great_expectations') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY=\n" in done.stdout

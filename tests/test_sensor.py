@@ -231,3 +231,20 @@ def test_sensor_resumes_from_failure_events_as_airflow_expects(tmp_path, event, 
     with pytest.raises(AirflowException, match=error) as raised:
         sensor.execute_complete({}, event)
     assert isinstance(raised.value, AirflowFailException) is not retried
+
+
+def test_a_filter_refused_at_parse_time_or_once_rendered_fails_the_sensor_at_once(tmp_path):
+    """Not "not yet": a dataset that is not there yet must not hide a filter that can never work."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_consent.errors import ConsentConfigurationError
+    from airflow_consent.sensors.consent import ConsentPolicySensor
+
+    missing = str(tmp_path / "not_there_yet")
+    with pytest.raises(ConsentConfigurationError, match=r"wait: partition_filter term \(1, '=', 'x'\)"):
+        ConsentPolicySensor(task_id="wait", datasets=[missing], purpose=PURPOSE, partition_filter=[(1, "=", "x")])
+    sensor = ConsentPolicySensor(task_id="wait", datasets=[missing], purpose=PURPOSE,
+                                 partition_filter=[("year", "in", "{{ params.years }}")])
+    sensor.render_template_fields({"params": {"years": "2024"}})
+    with pytest.raises(AirflowFailException, match=r"sensor misconfigured: wait: partition_filter term \('year', 'in'"):
+        sensor.poke({})

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_consent.discovery import parse_partition_filter
 from airflow_consent.enforcement import MODES, ON_VIOLATION
 from airflow_consent.errors import ConsentConfigurationError
-from airflow_consent.models import FILTER_OPERATORS
 from airflow_consent.policies import purpose_taxonomy
 
 if TYPE_CHECKING:
@@ -49,7 +49,8 @@ class ConsentGateMixin:
     :param datasets: dataset URIs (local paths or fsspec URIs) or Airflow ``Asset``s, hive-partitioned.
     :param purpose: the training purpose, an id of the purpose taxonomy (templated).
     :param partition_filter: pyarrow DNF filter over partition keys, e.g.
-        ``[("source", "in", ["studio_optin"])]`` (templated; values compared as strings).
+        ``[("source", "in", ["studio_optin"])]`` (templated; values compared as strings; read by
+        ``airflow_consent.discovery.parse_partition_filter`` at parse time, or once rendered when templated).
     :param entrypoint: the policy path returning the decision for all partitions.
     :param opa_conn_id: an ``opa`` connection to a server; default ``[consent] opa_conn_id``, and
         when that is empty the shipped policies are evaluated by a local opa binary.
@@ -112,11 +113,11 @@ class ConsentGateMixin:
             raise ConsentConfigurationError(
                 f"{task}: entrypoint {self.entrypoint!r} must be a policy path like 'consent/main/decision'"
             )
-        if self.partition_filter is not None:
-            _validate_filter(task, self.partition_filter)
+        if not _templated(self.partition_filter):
+            self._check_filter()
         if not isinstance(self.purpose, str):
             raise ConsentConfigurationError(f"{task}: purpose must be a string, not {self.purpose!r}")
-        if "{{" not in self.purpose and self.opa_conn_id is None and self.policy_path is None:
+        if not _templated(self.purpose) and self.opa_conn_id is None and self.policy_path is None:
             _validate_purpose(task, self.purpose)
         if self.enforcement is not None and self.enforcement not in MODES:
             raise ConsentConfigurationError(f"{task}: enforcement {self.enforcement!r} is not one of {MODES}")
@@ -127,6 +128,13 @@ class ConsentGateMixin:
         from airflow_consent.config import settings
 
         self._check_pinned(settings())
+
+    def _check_filter(self) -> None:
+        """``partition_filter`` must parse: when the DAG is parsed, or once rendered when it is templated."""
+        try:
+            parse_partition_filter(self.partition_filter)
+        except ConsentConfigurationError as exc:
+            raise ConsentConfigurationError(f"{self.task_id}: {exc}") from exc  # type: ignore[attr-defined]
 
     def _check_pinned(self, config: ConsentSettings) -> None:
         """A gate may not set an argument the platform pinned (``[consent] pinned_task_arguments``)."""
@@ -168,6 +176,7 @@ class ConsentGateMixin:
 
         config = settings()
         self._check_pinned(config)
+        self._check_filter()
         request = self._gate_request(context)
         report = evaluate_gate(
             request,
@@ -298,12 +307,10 @@ def _validate_purpose(task_id: str, purpose: str) -> None:
         )
 
 
-def _validate_filter(task_id: str, partition_filter: list) -> None:
-    clauses = partition_filter if partition_filter and isinstance(partition_filter[0], list) else [partition_filter]
-    for clause in clauses:
-        for term in clause:
-            if not (isinstance(term, (tuple, list)) and len(term) == 3 and str(term[1]).lower() in FILTER_OPERATORS):
-                raise ConsentConfigurationError(
-                    f"{task_id}: partition_filter term {term!r} must be (key, op, value) with op one of "
-                    f"{sorted(FILTER_OPERATORS)}"
-                )
+def _templated(value: object) -> bool:
+    """Whether a Jinja template (``{{ ... }}``) is anywhere in ``value``: such arguments are checked once rendered."""
+    if isinstance(value, str):
+        return "{{" in value
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_templated(item) for item in value)
+    return False
