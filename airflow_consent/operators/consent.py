@@ -1,8 +1,8 @@
 """ConsentGateOperator: blocks the tasks downstream unless the input partitions pass the policies.
 
-``ConsentGateMixin`` holds what the operator and ``ConsentPolicySensor`` share: arguments checked
-at parse time, one evaluation, and publishing the result. Cheap to import: pyarrow, the OPA client
-and great_expectations are imported only when a task runs.
+``ConsentGateBaseOperator`` holds what the operator and ``ConsentPolicySensor`` share: the arguments
+(declared once, checked at parse time), one evaluation, and publishing the result. Cheap to import:
+pyarrow, the OPA client and great_expectations are imported only when a task runs.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from airflow.sdk import Asset, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_consent.discovery import parse_partition_filter
-from airflow_consent.enforcement import MODES, ON_VIOLATION
+from airflow_consent.enforcement import MODES, ON_VIOLATION, Mode, OnViolation
 from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.policies import purpose_taxonomy
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+    from pydantic import JsonValue
 
     from airflow_consent.config import ConsentSettings
     from airflow_consent.enforcement import Enforcement, Outcome
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from airflow_consent.models import GateReport, GateRequest
 
 XCOM_REPORT_KEY = "gate_report"
-GATE_TEMPLATE_FIELDS = ("datasets", "purpose", "partition_filter", "model")
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -43,8 +43,8 @@ class ConsentGateDenied(AirflowFailException):
         self.report = report
 
 
-class ConsentGateMixin:
-    """Arguments, evaluation and publishing shared by the gate operator and the sensor.
+class ConsentGateBaseOperator(BaseOperator):
+    """Arguments, evaluation and publishing shared by ``ConsentGateOperator`` and ``ConsentPolicySensor``.
 
     :param datasets: dataset URIs (local paths or fsspec URIs) or Airflow ``Asset``s, hive-partitioned.
     :param purpose: the training purpose, an id of the purpose taxonomy (templated).
@@ -67,29 +67,30 @@ class ConsentGateMixin:
         ``[consent] dataset_config_path``; a dataset without one is judged on its manifests alone.
     """
 
-    datasets: list[str | Asset]
-    dataset_config_path: str | None
-    purpose: str
-    partition_filter: list | None
-    model: str | None
+    template_fields: Sequence[str] = ("datasets", "purpose", "partition_filter", "model")
+    ui_color = "#f6d8a8"
 
-    def _init_gate(
+    def __init__(
         self,
         *,
         datasets: Sequence[str | Asset] | str | Asset,
         purpose: str,
-        partition_filter: list | None,
-        entrypoint: str | None,
-        opa_conn_id: str | None,
-        policy_path: str | None,
-        model: str | None,
-        enforcement: str | None,
-        on_violation: str,
-        approved_asset: Asset | None,
-        dataset_config_path: str | os.PathLike | None,
+        partition_filter: list | None = None,
+        entrypoint: str | None = None,
+        opa_conn_id: str | None = None,
+        policy_path: str | None = None,
+        model: str | None = None,
+        enforcement: Mode | None = None,
+        on_violation: OnViolation = "fail",
+        approved_asset: Asset | None = None,
+        dataset_config_path: str | os.PathLike | None = None,
+        **kwargs: Any,
     ) -> None:
+        if approved_asset is not None:
+            kwargs["outlets"] = [*(kwargs.get("outlets") or []), approved_asset]
+        super().__init__(**kwargs)
         self.dataset_config_path = os.fspath(dataset_config_path) if dataset_config_path else None
-        self.datasets = [datasets] if isinstance(datasets, (str, Asset)) else list(datasets)
+        self.datasets: list[str | Asset] = [datasets] if isinstance(datasets, (str, Asset)) else list(datasets)
         self.purpose = purpose
         self.partition_filter = partition_filter
         self.entrypoint = entrypoint
@@ -103,7 +104,7 @@ class ConsentGateMixin:
 
     def _validate_gate(self) -> None:
         """Catch what can be caught when the DAG is parsed."""
-        task = self.task_id  # type: ignore[attr-defined]
+        task = self.task_id
         if not self.datasets:
             raise ConsentConfigurationError(f"{task}: datasets is empty")
         for dataset in self.datasets:
@@ -134,13 +135,13 @@ class ConsentGateMixin:
         try:
             parse_partition_filter(self.partition_filter)
         except ConsentConfigurationError as exc:
-            raise ConsentConfigurationError(f"{self.task_id}: {exc}") from exc  # type: ignore[attr-defined]
+            raise ConsentConfigurationError(f"{self.task_id}: {exc}") from exc
 
     def _check_pinned(self, config: ConsentSettings) -> None:
         """A gate may not set an argument the platform pinned (``[consent] pinned_task_arguments``)."""
         from airflow_consent.config import PINNABLE_TASK_ARGUMENTS
 
-        task = self.task_id  # type: ignore[attr-defined]
+        task = self.task_id
         if unknown := sorted(set(config.pinned_task_arguments) - set(PINNABLE_TASK_ARGUMENTS)):
             raise ConsentConfigurationError(
                 f"[consent] pinned_task_arguments names {unknown}; only {list(PINNABLE_TASK_ARGUMENTS)} can be pinned"
@@ -161,10 +162,10 @@ class ConsentGateMixin:
         return GateRequest(
             purpose=self.purpose,
             model=self.model,
-            dag_id=self.dag_id,  # type: ignore[attr-defined]
+            dag_id=self.dag_id,
             run_id=context.get("run_id"),
-            task_id=self.task_id,  # type: ignore[attr-defined]
-            requested_by=Requester(kind="user", id=user) if user else Requester(kind="dag", id=self.dag_id),  # type: ignore[attr-defined]
+            task_id=self.task_id,
+            requested_by=Requester(kind="user", id=user) if user else Requester(kind="dag", id=self.dag_id),
             evaluated_at=datetime.now(timezone.utc),
         )
 
@@ -184,14 +185,15 @@ class ConsentGateMixin:
             self._engine(config),
             entrypoint=self.entrypoint or config.entrypoint,
             partition_filter=self.partition_filter or None,
-            logger=self.log,  # type: ignore[attr-defined]
+            # gate.py annotates logging.Logger; Airflow's task log is a structlog logger with the same methods
+            logger=self.log,  # type: ignore[arg-type]
         )
         enforcement = self._enforcement(config)
         report = enforcement.apply(report)
         self._record(report, request, enforcement.default, config.ledger_url)
-        self.log.info("%s", render_text(report))  # type: ignore[attr-defined]
+        self.log.info("%s", render_text(report))
         if not report.blocked and report.denied:
-            self.log.warning("Partitions with violations not enforced (warn/dryrun): %s",  # type: ignore[attr-defined]
+            self.log.warning("Partitions with violations not enforced (warn/dryrun): %s",
                              ", ".join(p.id for p in report.denied))
         return report
 
@@ -202,16 +204,16 @@ class ConsentGateMixin:
         with Ledger(ledger_url) as ledger:
             recorded = ledger.record(report, request, mode=mode, input_digest=report.input_digest or "")
         if recorded:
-            self.log.info("Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %d:%s",  # type: ignore[attr-defined]
+            self.log.info("Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %d:%s",
                           len(recorded), ledger.display_url, recorded[0].seq, recorded[-1].seq, recorded[-1].seq,
                           recorded[-1].record_hash)
 
-    def _publish(self, context: Context, report: GateReport, outcome: Outcome) -> list[dict]:
+    def _publish(self, context: Context, report: GateReport, outcome: Outcome) -> list[JsonValue]:
         """Push the report to XCom and, when the gate passes, the approved-asset event; return the approved."""
         context["ti"].xcom_push(key=XCOM_REPORT_KEY, value=report.model_dump(mode="json"))
-        approved = [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in outcome.approved]
+        approved: list[JsonValue] = [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in outcome.approved]
         for partition in outcome.excluded:
-            self.log.warning("Excluded %s: %s", partition.id,  # type: ignore[attr-defined]
+            self.log.warning("Excluded %s: %s", partition.id,
                              "; ".join(f"{v.rule_id} {v.message}" for v in partition.violations))
         if outcome.passed and self.approved_asset is not None:
             context["outlet_events"][self.approved_asset].extra = {
@@ -245,46 +247,19 @@ class ConsentGateMixin:
         from airflow_consent.enforcement import Enforcement, check_mode, parse_rule_modes
 
         default = self.enforcement or check_mode(config.enforcement, "[consent] enforcement")
-        return Enforcement(default=default, per_rule=parse_rule_modes(config.rule_enforcement))  # type: ignore[arg-type]
+        return Enforcement(default=default, per_rule=parse_rule_modes(config.rule_enforcement))
 
 
-class ConsentGateOperator(ConsentGateMixin, BaseOperator):
+class ConsentGateOperator(ConsentGateBaseOperator):
     """Fail unless OPA allows the partitions of ``datasets`` for ``purpose``.
 
     A blocked gate fails without retries (``ConsentGateDenied``) listing each blocked partition,
     rule and remediation; an engine failure raises and is retried. The gate report is in XCom
     under ``gate_report``; the approved partitions (id, uri, fingerprint) are the return value.
-    The arguments are described on ``ConsentGateMixin``.
+    The arguments are described on ``ConsentGateBaseOperator``.
     """
 
-    template_fields: Sequence[str] = GATE_TEMPLATE_FIELDS
-    ui_color = "#f6d8a8"
-
-    def __init__(
-        self,
-        *,
-        datasets: Sequence[str | Asset] | str | Asset,
-        purpose: str,
-        partition_filter: list | None = None,
-        entrypoint: str | None = None,
-        opa_conn_id: str | None = None,
-        policy_path: str | None = None,
-        model: str | None = None,
-        enforcement: str | None = None,
-        on_violation: str = "fail",
-        approved_asset: Asset | None = None,
-        dataset_config_path: str | os.PathLike | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if approved_asset is not None:
-            kwargs["outlets"] = [*(kwargs.get("outlets") or []), approved_asset]
-        super().__init__(**kwargs)
-        self._init_gate(datasets=datasets, purpose=purpose, partition_filter=partition_filter,
-                        entrypoint=entrypoint, opa_conn_id=opa_conn_id, policy_path=policy_path, model=model,
-                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset,
-                        dataset_config_path=dataset_config_path)
-
-    def execute(self, context: Context) -> list[dict]:
+    def execute(self, context: Context) -> list[JsonValue]:
         from airflow_consent.enforcement import outcome
         from airflow_consent.report import denial_message
 
@@ -292,7 +267,7 @@ class ConsentGateOperator(ConsentGateMixin, BaseOperator):
             report = self._evaluate(context)
         except ConsentConfigurationError as exc:
             raise AirflowFailException(f"consent gate misconfigured: {exc}") from exc
-        result = outcome(report, self.on_violation)  # type: ignore[arg-type]
+        result = outcome(report, self.on_violation)
         approved = self._publish(context, report, result)
         if not result.passed:
             raise ConsentGateDenied(denial_message(report), report)

@@ -10,61 +10,42 @@ triggerer (``ConsentPolicyTrigger``) and holds no worker slot.
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.configuration import conf
-from airflow.sdk import Asset, BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from airflow_consent.errors import ConsentConfigurationError, NoPartitionsFound
-from airflow_consent.operators.consent import GATE_TEMPLATE_FIELDS, ConsentGateDenied, ConsentGateMixin
+from airflow_consent.operators.consent import ConsentGateBaseOperator, ConsentGateDenied
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_consent.models import GateReport
+    from airflow_consent.triggers.consent import ConsentPolicyTrigger
 
 
-class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
+class _DeferrableSensor(BaseSensorOperator):
+    """A sensor that takes ``deferrable`` (default ``[operators] default_deferrable``) beside the sensor
+    arguments, so that ``ConsentPolicySensor`` needs no constructor of its own."""
+
+    def __init__(
+        self, *, deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False), **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.deferrable = deferrable
+
+
+class ConsentPolicySensor(ConsentGateBaseOperator, _DeferrableSensor):
     """Succeed once OPA allows the partitions of ``datasets`` for ``purpose``; fail at once on a
     non-recoverable violation.
 
-    Takes the gate's arguments (see ``ConsentGateMixin``) and the sensor's (``poke_interval``,
+    Takes the gate's arguments (see ``ConsentGateBaseOperator``) and the sensor's (``poke_interval``,
     ``timeout``, ``mode``, ``soft_fail``, ``exponential_backoff``, ``max_wait``), plus
     ``deferrable`` (default ``[operators] default_deferrable``). Returns the approved partitions.
     """
-
-    template_fields: Sequence[str] = GATE_TEMPLATE_FIELDS
-    ui_color = "#f6d8a8"
-
-    def __init__(
-        self,
-        *,
-        datasets: Sequence[str | Asset] | str | Asset,
-        purpose: str,
-        partition_filter: list | None = None,
-        entrypoint: str | None = None,
-        opa_conn_id: str | None = None,
-        policy_path: str | None = None,
-        model: str | None = None,
-        enforcement: str | None = None,
-        on_violation: str = "fail",
-        approved_asset: Asset | None = None,
-        dataset_config_path: str | os.PathLike | None = None,
-        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        **kwargs: Any,
-    ) -> None:
-        if approved_asset is not None:
-            kwargs["outlets"] = [*(kwargs.get("outlets") or []), approved_asset]
-        super().__init__(**kwargs)
-        self.deferrable = deferrable
-        self._init_gate(datasets=datasets, purpose=purpose, partition_filter=partition_filter,
-                        entrypoint=entrypoint, opa_conn_id=opa_conn_id, policy_path=policy_path, model=model,
-                        enforcement=enforcement, on_violation=on_violation, approved_asset=approved_asset,
-                        dataset_config_path=dataset_config_path)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         try:
@@ -97,16 +78,17 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
         """Resume from the trigger's event (soft_fail and timeouts are handled by the base sensor)."""
         from airflow_consent.models import GateReport
 
-        status = (event or {}).get("status")
+        payload = event or {}
+        status = payload.get("status")
         if status == "error":
-            raise AirflowException(f"consent sensor: {event['message']}")  # engine failure: retried
+            raise AirflowException(f"consent sensor: {payload['message']}")  # engine failure: retried
         if status == "misconfigured":
-            raise AirflowFailException(f"consent sensor misconfigured: {event['message']}")
+            raise AirflowFailException(f"consent sensor misconfigured: {payload['message']}")
         if status not in {"passed", "never"}:
             raise AirflowException(f"consent sensor: unexpected trigger event {event!r}")
         from airflow_consent.config import settings
 
-        report = GateReport.model_validate(event["report"])
+        report = GateReport.model_validate(payload["report"])
         config = settings()
         request = self._gate_request(context).model_copy(update={"evaluated_at": report.evaluated_at})
         self._record(report, request, self._enforcement(config).default, config.ledger_url)
@@ -119,7 +101,7 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
         from airflow_consent.enforcement import wait_verdict
         from airflow_consent.report import denial_message
 
-        verdict = wait_verdict(report, self.on_violation)  # type: ignore[arg-type]
+        verdict = wait_verdict(report, self.on_violation)
         if verdict.state == "wait":
             self.log.info("Not yet: waiting for %s", ", ".join(p.id for p in verdict.waiting))
             return False
@@ -129,7 +111,7 @@ class ConsentPolicySensor(ConsentGateMixin, BaseSensorOperator):
             raise ConsentGateDenied(f"Waiting cannot help ({reason}): {denial_message(report)}", report)
         return PokeReturnValue(is_done=True, xcom_value=approved)
 
-    def _trigger(self, context: Context):
+    def _trigger(self, context: Context) -> ConsentPolicyTrigger:
         from airflow_consent.config import settings
         from airflow_consent.triggers.consent import ConsentPolicyTrigger
 
