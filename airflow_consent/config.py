@@ -53,6 +53,7 @@ class ConsentSettings:
     dataset_config_path: str | None = None
     pinned_task_arguments: tuple[str, ...] = ()
     ledger_secret: str | None = field(default=None, repr=False)
+    query_chunk_size: int = 5000
 
 
 def settings() -> ConsentSettings:
@@ -73,11 +74,22 @@ def settings() -> ConsentSettings:
         rule_enforcement=option("rule_enforcement", ""),
         ledger_url=option("ledger_url", "") or default_ledger_url(),
         ledger_secret=option("ledger_secret", "").strip() or None,  # ledger_secret_cmd output ends in a newline
+        query_chunk_size=_positive_int("query_chunk_size", option("query_chunk_size", "5000")),
         dataset_config_path=option("dataset_config_path", "") or None,
         pinned_task_arguments=tuple(
             name.strip() for name in option("pinned_task_arguments", "").split(",") if name.strip()
         ),
     )
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConsentConfigurationError(f"[{SECTION}] {name} must be a whole number of at least 1, not {text!r}")
+    return value
 
 
 # Gate arguments a platform team can pin to their [consent] values (``pinned_task_arguments``).

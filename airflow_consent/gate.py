@@ -1,18 +1,25 @@
-"""The gate's flow, free of Airflow: discover → manifests → one policy input → one OPA query → report.
+"""The gate's flow, free of Airflow: discover → manifests and evidence → policy input → OPA → report.
 
 Operators, sensors and the CLI call ``evaluate_gate``; it raises ``ConsentConfigurationError`` for
 bad settings and ``EngineError`` when no trustworthy decision could be had, and otherwise returns a
 ``GateReport`` (allowed or not: enforcing it is the caller's job).
+
+Partitions go to OPA in chunks of ``chunk_size`` (default 5,000): the gate holds one chunk's inputs
+at a time, and OPA one chunk's document. A partition is decided whole within its chunk, so the
+decisions do not depend on the chunking, and neither does the report's ``input_digest``: it is the
+digest of the whole input ``{request, partitions}``, as if sent at once. Every chunk must be decided
+by the same OPA version and policy revision, or the evaluation fails closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +34,6 @@ from airflow_consent.models import (
     GateRequest,
     PartitionInput,
     PolicyDecision,
-    PolicyInput,
 )
 from airflow_consent.policies import DEFAULT_ENTRYPOINT
 
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 1000
+DEFAULT_CHUNK_SIZE = 5000
 
 
 @dataclass(frozen=True)
@@ -59,16 +66,16 @@ def evaluate_gate(
     *,
     entrypoint: str = DEFAULT_ENTRYPOINT,
     partition_filter: list | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     logger: logging.Logger = log,
 ) -> GateReport:
-    """Decide, in one batched query, whether every partition of ``datasets`` may serve ``request``."""
-    started = time.perf_counter()
-    policy_input = build_policy_input(request, datasets, partition_filter=partition_filter, logger=logger)
-    logger.info("Asking %s about %d partition(s) for purpose %r", engine.name, len(policy_input.partitions),
-                request.purpose)
-    document = policy_input.model_dump(mode="json")
-    answer = engine.evaluate(document, entrypoint)
-    return _report(policy_input, document, answer, engine.name, entrypoint, started)
+    """Decide whether every partition of ``datasets`` may serve ``request``: one query per chunk of
+    ``chunk_size`` partitions, each partition decided whole within its chunk."""
+    evaluation = _Evaluation(request, engine.name, entrypoint, logger)
+    for chunk in partition_chunks(datasets, partition_filter=partition_filter, chunk_size=chunk_size, logger=logger):
+        document = evaluation.document(chunk)
+        evaluation.decide(chunk, engine.evaluate(document, entrypoint))
+    return evaluation.report()
 
 
 async def aevaluate_gate(
@@ -78,85 +85,129 @@ async def aevaluate_gate(
     *,
     entrypoint: str = DEFAULT_ENTRYPOINT,
     partition_filter: list | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     logger: logging.Logger = log,
 ) -> GateReport:
-    """``evaluate_gate`` for an event loop: file reads in a worker thread, the query without blocking."""
-    started = time.perf_counter()
-    policy_input = await asyncio.to_thread(
-        build_policy_input, request, datasets, partition_filter=partition_filter, logger=logger
-    )
-    document = policy_input.model_dump(mode="json")
-    answer = await engine.aevaluate(document, entrypoint)
-    return _report(policy_input, document, answer, engine.name, entrypoint, started)
+    """``evaluate_gate`` for an event loop: reading files, building and digesting each chunk's input and
+    checking each answer run in a worker thread; only the query itself runs on the loop."""
+    evaluation = _Evaluation(request, engine.name, entrypoint, logger)
+    chunks = partition_chunks(datasets, partition_filter=partition_filter, chunk_size=chunk_size, logger=logger)
+    while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        document = await asyncio.to_thread(evaluation.document, chunk)
+        answer = await engine.aevaluate(document, entrypoint)
+        await asyncio.to_thread(evaluation.decide, chunk, answer)
+    return await asyncio.to_thread(evaluation.report)
 
 
-def build_policy_input(
-    request: GateRequest, datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None,
-    logger: logging.Logger = log,
-) -> PolicyInput:
-    """The one input document of a gate evaluation."""
-    partitions = collect_partitions(datasets, partition_filter=partition_filter, logger=logger)
-    return PolicyInput(request=request, partitions=partitions)
+class _Evaluation:
+    """One gate evaluation as its chunks are decided: the per-partition verdicts, the digest of the
+    whole input as sent, and the engine's version and policy revision, which every chunk must share."""
 
+    def __init__(self, request: GateRequest, engine: str, entrypoint: str, logger: logging.Logger):
+        from airflow_consent.ledger.records import InputDigest
 
-def _report(policy_input: PolicyInput, document: dict, answer: EngineAnswer, engine: str, entrypoint: str,
-            started: float) -> GateReport:
-    """The gate report; ``document`` is the input exactly as sent, whose digest the ledger keeps."""
-    from airflow_consent.ledger import input_digest
+        self.request, self.engine, self.entrypoint, self.log = request, engine, entrypoint, logger
+        self.started = time.perf_counter()
+        self._request_document = request.model_dump(mode="json")
+        self._digest = InputDigest()
+        self._decided: list[DecidedPartition] = []
+        self._decided_by: tuple[str | None, str | None] | None = None
+        self._chunks = 0
 
-    decided = _check_decision(answer.result, policy_input.partitions, engine)
-    return GateReport(
-        decision_id=str(uuid.uuid4()),
-        allow=all(p.allow for p in decided),
-        purpose=policy_input.request.purpose,
-        entrypoint=entrypoint,
-        engine=engine,
-        opa_version=answer.opa_version,
-        policy_revision=answer.policy_revision,
-        evaluated_at=policy_input.request.evaluated_at,
-        duration_ms=round((time.perf_counter() - started) * 1000, 1),
-        partitions=decided,
-        input_digest=input_digest(document),
-    )
+    def document(self, chunk: list[PartitionInput]) -> dict:
+        """The input document of one query, as sent: its partitions go into the digest."""
+        partitions = [p.model_dump(mode="json") for p in chunk]
+        self._digest.add(partitions)
+        self._chunks += 1
+        self.log.info("Asking %s about %d partition(s) for purpose %r (query %d)", self.engine, len(chunk),
+                      self.request.purpose, self._chunks)
+        return {"request": self._request_document, "partitions": partitions}
+
+    def decide(self, chunk: list[PartitionInput], answer: EngineAnswer) -> None:
+        decided_by = (answer.opa_version, answer.policy_revision)
+        if self._decided_by is not None and decided_by != self._decided_by:
+            raise MalformedDecision(
+                f"the policies changed during the evaluation: query 1 was decided by OPA {self._decided_by[0]} "
+                f"revision {self._decided_by[1]}, query {self._chunks} by OPA {decided_by[0]} revision "
+                f"{decided_by[1]}; run the gate again", engine=self.engine)
+        self._decided_by = decided_by
+        self._decided += _check_decision(answer.result, chunk, self.engine)
+
+    def report(self) -> GateReport:
+        """The gate report; its ``input_digest`` is that of the whole input as sent, whatever the chunks."""
+        opa_version, policy_revision = self._decided_by or (None, None)
+        return GateReport(
+            decision_id=str(uuid.uuid4()),
+            allow=all(p.allow for p in self._decided),
+            purpose=self.request.purpose,
+            entrypoint=self.entrypoint,
+            engine=self.engine,
+            opa_version=opa_version,
+            policy_revision=policy_revision,
+            evaluated_at=self.request.evaluated_at,
+            duration_ms=round((time.perf_counter() - self.started) * 1000, 1),
+            partitions=self._decided,
+            input_digest=self._digest.finish(self._request_document),
+        )
 
 
 def collect_partitions(
     datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None, logger: logging.Logger = log
 ) -> list[PartitionInput]:
-    """Discover every partition of every dataset with its fingerprint, manifest and evidence."""
+    """Every partition of every dataset with its fingerprint, manifest and evidence, in one list."""
+    chunks = partition_chunks(datasets, partition_filter=partition_filter, chunk_size=sys.maxsize, logger=logger)
+    return [partition for chunk in chunks for partition in chunk]
+
+
+def partition_chunks(
+    datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+    logger: logging.Logger = log,
+) -> Iterator[list[PartitionInput]]:
+    """Discover the partitions of every dataset and yield them ``chunk_size`` at a time, each with its
+    fingerprint, manifest and evidence: only one chunk's inputs are held at once."""
     from airflow_consent.discovery import discover_partitions, fingerprint
     from airflow_consent.evidence.collector import EvidenceCollector
     from airflow_consent.manifests import read_manifest
 
     if not datasets:
         raise ConsentConfigurationError("the gate has no datasets to check")
-    collected: list[PartitionInput] = []
-    evidence = EvidenceCollector(logger=logger)
-    for spec in datasets:
-        found = discover_partitions(spec.uri, dataset=spec.name, partition_filter=partition_filter)
-        measured = evidence.measure(found, spec.dataset_config_path)
-        for done, (partition, (facts, evidence_problems)) in enumerate(zip(found, measured, strict=True), start=1):
-            manifest, source, problems = read_manifest(partition)
-            collected.append(
-                PartitionInput(
-                    id=partition.id,
-                    dataset=partition.dataset,
-                    keys=partition.keys,
-                    uri=partition.uri,
-                    fingerprint=fingerprint(partition),
-                    files=len(partition.files),
-                    manifest=manifest,
-                    manifest_source=source,
-                    manifest_problems=problems,
-                    evidence=facts,
-                    evidence_problems=[*_irregular_file_problems(partition), *evidence_problems],
-                )
-            )
-            if done % PROGRESS_EVERY == 0 or done == len(found):
-                logger.info("%s: read %d/%d partition(s)", spec.uri, done, len(found))
-    if duplicates := sorted(i for i, n in Counter(p.id for p in collected).items() if n > 1):
+    if chunk_size < 1:
+        raise ConsentConfigurationError(f"the query chunk size must be at least 1 partition, not {chunk_size}")
+    found = [discover_partitions(spec.uri, dataset=spec.name, partition_filter=partition_filter) for spec in datasets]
+    ids = Counter(p.id for partitions in found for p in partitions)
+    if duplicates := sorted(i for i, n in ids.items() if n > 1):
         raise ConsentConfigurationError(f"partitions listed twice (a dataset given twice?): {duplicates[:5]}")
-    return collected
+    evidence = EvidenceCollector(logger=logger)
+    chunk: list[PartitionInput] = []
+    for spec, partitions in zip(datasets, found, strict=True):
+        for start in range(0, len(partitions), chunk_size):
+            run = partitions[start : start + chunk_size]
+            for partition, (facts, evidence_problems) in zip(run, evidence.measure(run, spec.dataset_config_path),
+                                                             strict=True):
+                manifest, source, problems = read_manifest(partition)
+                chunk.append(
+                    PartitionInput(
+                        id=partition.id,
+                        dataset=partition.dataset,
+                        keys=partition.keys,
+                        uri=partition.uri,
+                        fingerprint=fingerprint(partition),
+                        files=len(partition.files),
+                        manifest=manifest,
+                        manifest_source=source,
+                        manifest_problems=problems,
+                        evidence=facts,
+                        evidence_problems=[*_irregular_file_problems(partition), *evidence_problems],
+                    )
+                )
+                if len(chunk) == chunk_size:
+                    yield chunk
+                    chunk = []
+            done = min(start + chunk_size, len(partitions))
+            if done % PROGRESS_EVERY < len(run) or done == len(partitions):
+                logger.info("%s: read %d/%d partition(s)", spec.uri, done, len(partitions))
+    if chunk:
+        yield chunk
 
 
 def _irregular_file_problems(partition: DiscoveredPartition) -> list[EvidenceProblem]:

@@ -88,6 +88,15 @@ def get_provider_info() -> dict:
                         "default": "",
                         "sensitive": True,
                     },
+                    "query_chunk_size": {
+                        "description": "Partitions per OPA query: a gate over more partitions asks in chunks of this "
+                        "many (each partition decided whole within its chunk), so neither the gate nor OPA holds the "
+                        "whole input at once.",
+                        "version_added": "0.1.0",
+                        "type": "integer",
+                        "example": "2000",
+                        "default": "5000",
+                    },
                     "dataset_config_path": {
                         "description": "Directory of the datasets' evidence configurations: <dataset>.json (columns, "
                         "revocation list, Great Expectations suite) per dataset name. A dataset without one is judged "

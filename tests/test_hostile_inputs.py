@@ -23,7 +23,7 @@ import pytest
 from airflow_consent.discovery import discover_partitions
 from airflow_consent.engines.local import LocalOpaEngine
 from airflow_consent.errors import ConsentConfigurationError
-from airflow_consent.gate import DatasetSpec, build_policy_input, evaluate_gate
+from airflow_consent.gate import DatasetSpec, collect_partitions, evaluate_gate
 from airflow_consent.manifests import MAX_MANIFEST_BYTES, PARQUET_METADATA_KEY, SIDECAR_NAME
 from airflow_consent.models import GateRequest
 from evidence_data import DATASET, config, rows, write_config, write_partition
@@ -217,7 +217,7 @@ def test_every_hostile_partition_is_denied_by_the_named_rule(tmp_path: Path, opa
 
 
 def _only_input(root: Path):
-    [partition] = build_policy_input(_request(), [DatasetSpec(str(root))]).partitions
+    [partition] = collect_partitions([DatasetSpec(str(root))])
     return partition
 
 
@@ -253,8 +253,7 @@ def test_a_fifo_as_the_revocation_list_is_unmeasurable(tmp_path: Path) -> None:
     (conf / "revoked.csv").unlink()
     os.mkfifo(conf / "revoked.csv")
 
-    [partition] = build_policy_input(_request(), [DatasetSpec(str(data / DATASET), dataset_config_path=str(conf))]
-                                     ).partitions
+    [partition] = collect_partitions([DatasetSpec(str(data / DATASET), dataset_config_path=str(conf))])
 
     assert [p.message for p in partition.evidence_problems] == [
         "not a regular file (other): cannot read it as a list"

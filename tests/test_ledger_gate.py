@@ -10,7 +10,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_consent.engines.local import LocalOpaEngine
 from airflow_consent.errors import LedgerError
-from airflow_consent.gate import DatasetSpec, build_policy_input, evaluate_gate
+from airflow_consent.gate import DatasetSpec, collect_partitions, evaluate_gate
 from airflow_consent.ledger import Ledger, input_digest
 from airflow_consent.models import GateRequest
 from airflow_consent.operators.consent import ConsentGateOperator
@@ -32,7 +32,8 @@ def test_the_report_carries_the_digest_of_the_input_sent_to_opa(tmp_path, opa_bi
 
     report = evaluate_gate(request, [DatasetSpec(uri=str(data))], LocalOpaEngine(opa_binary=opa_binary))
 
-    sent = build_policy_input(request, [DatasetSpec(uri=str(data))]).model_dump(mode="json")
+    sent = {"request": request.model_dump(mode="json"),
+            "partitions": [p.model_dump(mode="json") for p in collect_partitions([DatasetSpec(uri=str(data))])]}
     assert report.input_digest == input_digest(sent)
 
 

@@ -55,8 +55,10 @@ class LocalOpaEngine:
         return self._answer(query, done.returncode, done.stdout, done.stderr)
 
     async def aevaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
-        """``evaluate`` without blocking the event loop (for the triggerer)."""
+        """``evaluate`` without blocking the event loop (for the triggerer): the JSON is written and
+        read in a worker thread."""
         command, query = self._command(entrypoint)
+        document = await asyncio.to_thread(json.dumps, policy_input)
         try:
             process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -64,12 +66,12 @@ class LocalOpaEngine:
         except OSError as exc:
             raise EngineUnreachable(f"cannot run {self.opa_binary}: {exc}", engine=self.name) from exc
         try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(json.dumps(policy_input).encode()), self.timeout)
+            stdout, stderr = await asyncio.wait_for(process.communicate(document.encode()), self.timeout)
         except TimeoutError as exc:
             process.kill()
             await process.wait()
             raise EngineTimeout(f"opa eval did not answer within {self.timeout:g} s", engine=self.name) from exc
-        return self._answer(query, process.returncode, stdout.decode(), stderr.decode())
+        return await asyncio.to_thread(self._answer, query, process.returncode, stdout.decode(), stderr.decode())
 
     def _command(self, entrypoint: str) -> tuple[list[str], str]:
         query = "data." + entrypoint.strip("/").replace("/", ".")

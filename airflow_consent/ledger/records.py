@@ -63,6 +63,24 @@ def input_digest(policy_input: dict) -> str:
     return sha256_digest(canonical_json(policy_input))
 
 
+class InputDigest:
+    """``input_digest`` of a policy input ``{"request": …, "partitions": […]}`` sent in chunks: the
+    partitions are added as they go out, and the digest equals that of the whole document."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256(b'{"partitions":[')  # canonical JSON sorts "partitions" before "request"
+        self._empty = True
+
+    def add(self, partitions: list[dict]) -> None:
+        for partition in partitions:
+            self._hash.update(("" if self._empty else ",").encode() + canonical_json(partition).encode("utf-8"))
+            self._empty = False
+
+    def finish(self, request: dict) -> str:
+        self._hash.update(f'],"request":{canonical_json(request)}}}'.encode())
+        return "sha256:" + self._hash.hexdigest()
+
+
 def timestamp(moment: datetime) -> str:
     """The stored form of a time: UTC, ISO 8601, microseconds (naive times are taken as UTC)."""
     if moment.tzinfo is None:

@@ -185,6 +185,7 @@ class ConsentGateBaseOperator(BaseOperator):
             self._engine(config),
             entrypoint=self.entrypoint or config.entrypoint,
             partition_filter=self.partition_filter or None,
+            chunk_size=config.query_chunk_size,
             # gate.py annotates logging.Logger; Airflow's task log is a structlog logger with the same methods
             logger=self.log,  # type: ignore[arg-type]
         )

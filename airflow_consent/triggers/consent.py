@@ -70,6 +70,7 @@ class ConsentPolicyTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_consent.config import settings
         from airflow_consent.enforcement import Enforcement, wait_verdict
         from airflow_consent.engines import engine_for
         from airflow_consent.errors import ConsentConfigurationError, EngineError, NoPartitionsFound
@@ -84,7 +85,9 @@ class ConsentPolicyTrigger(BaseTrigger):
             request = GateRequest.model_validate({**self.request, "evaluated_at": datetime.now(timezone.utc)})
             try:
                 report = await aevaluate_gate(request, specs, engine, entrypoint=self.entrypoint,
-                                              partition_filter=self.partition_filter, logger=self.log)
+                                              partition_filter=self.partition_filter,
+                                              chunk_size=settings().query_chunk_size,  # the triggerer's own
+                                              logger=self.log)
             except NoPartitionsFound as exc:
                 self.log.info("Not yet: %s", exc)
             except ConsentConfigurationError as exc:
