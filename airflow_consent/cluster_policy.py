@@ -48,6 +48,10 @@ A *gate* is a task whose class, or a base class, is named ``ConsentGateOperator`
 - ``task_policy``: with ``enforce_clearance`` on (the default), each training task's ``pre_execute`` is
   wrapped by the run-time clearance (``airflow_consent.clearance``).
 
+``DagBag`` calls ``dag_policy`` once per DAG, then ``task_policy`` once per task: both use the
+settings ``dag_policy`` read and one walk of the DAG's graph (``TrainingScan``), so checking a DAG
+takes time linear in its tasks and dependencies (800 chained tasks: a few milliseconds).
+
 Errors fail closed, but only for the DAG at hand: detection reads plain attributes, and a failure to
 read the settings or to inspect a DAG becomes an ``AirflowClusterPolicyViolation`` naming this
 package and the error — an import error of that one file, never a crash of the parser.
@@ -59,6 +63,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import weakref
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from functools import lru_cache
@@ -98,6 +104,7 @@ def is_gate(task: Any) -> bool:
     return any(base.__name__ in GATE_CLASS_NAMES for base in cls.__mro__)
 
 
+@lru_cache(maxsize=1024)  # names only: a class's answer never changes (a DAG with 800 tasks has a few classes)
 def _class_matches(cls: type, patterns: tuple[str, ...]) -> str | None:
     for base in cls.__mro__:
         for name in (base.__name__, f"{base.__module__}.{base.__qualname__}"):
@@ -117,22 +124,88 @@ def _outlet_matches(task: Any, patterns: tuple[str, ...]) -> str | None:
     return None
 
 
-def training_reason(task: Any, settings: EnforcementSettings) -> str | None:
-    """Why ``task`` is a training task, or None when it is not one."""
-    if is_gate(task):
-        return None
+def _own_reason(task: Any, settings: EnforcementSettings) -> str | None:
+    """Why ``task`` (not a gate) is a training task wherever it is in its DAG: class, outlets, governed inlets."""
     if settings.training_operators and (reason := _class_matches(_operator_class(task), settings.training_operators)):
         return reason
     if settings.training_outlet_patterns and (reason := _outlet_matches(task, settings.training_outlet_patterns)):
         return reason
     if settings.governed_uri_prefixes and (reason := governed_inlet(task, settings.governed_uri_prefixes)):
         return reason
-    dag = getattr(task, "dag", None)
-    tags = {str(t) for t in (getattr(dag, "tags", None) or ())}
-    if tagged := sorted(tags.intersection(settings.training_tags)):
+    return None
+
+
+def _training_tags(dag: Any, settings: EnforcementSettings) -> list[str]:
+    return sorted({str(t) for t in (getattr(dag, "tags", None) or ())}.intersection(settings.training_tags))
+
+
+def training_reason(task: Any, settings: EnforcementSettings) -> str | None:
+    """Why ``task`` is a training task, or None when it is not one."""
+    if is_gate(task):
+        return None
+    if reason := _own_reason(task, settings):
+        return reason
+    if tagged := _training_tags(getattr(task, "dag", None), settings):
         if not any(is_gate(t) for t in task.get_flat_relatives(upstream=False)):
             return f"DAG tag {tagged[0]!r}"
     return None
+
+
+class TrainingScan:
+    """The training tasks of one DAG and which have a gate upstream, from one walk of its graph.
+
+    The answers of ``training_reason`` and ``upstream_gates`` for every task, in time linear in tasks
+    and dependencies: "a gate upstream" follows from the upstream tasks' answers (in topological
+    order), "a gate downstream" from the downstream tasks' (in reverse). Tasks in a cycle (DagBag
+    refuses those before any policy runs) count as having no gate either side.
+    """
+
+    def __init__(self, dag: Any, settings: EnforcementSettings):
+        self.tasks: dict[str, Any] = dict(dag.task_dict)
+        self.shape = _shape(self.tasks)
+        gates = {task_id for task_id, task in self.tasks.items() if is_gate(task)}
+        order = _topological_order(self.tasks)
+        self.gated: set[str] = set()  # a gate upstream
+        feeds_gate: set[str] = set()  # a gate downstream
+        for marks, walk, relatives in ((self.gated, order, "upstream_task_ids"),
+                                       (feeds_gate, reversed(order), "downstream_task_ids")):
+            for task_id in walk:
+                if any(r in gates or r in marks for r in getattr(self.tasks[task_id], relatives)):
+                    marks.add(task_id)
+        tagged = _training_tags(dag, settings)
+        self.reasons: dict[str, str] = {}  # task id -> why it is a training task
+        for task_id, task in self.tasks.items():
+            if task_id in gates:
+                continue
+            if reason := _own_reason(task, settings):
+                self.reasons[task_id] = reason
+            elif tagged and task_id not in feeds_gate:
+                self.reasons[task_id] = f"DAG tag {tagged[0]!r}"
+
+    def ungated(self) -> dict[str, str]:
+        """task id -> why it is a training task, for each training task without a gate upstream."""
+        return {task_id: reason for task_id, reason in self.reasons.items() if task_id not in self.gated}
+
+    def describes(self, dag: Any) -> bool:
+        """Whether ``dag`` still has the tasks and dependencies this scan walked."""
+        return _shape(dag.task_dict) == self.shape
+
+
+def _shape(tasks: dict[str, Any]) -> frozenset:
+    return frozenset((task_id, id(task), frozenset(task.upstream_task_ids)) for task_id, task in tasks.items())
+
+
+def _topological_order(tasks: dict[str, Any]) -> list[str]:
+    """Task ids, each after all its upstream tasks (Kahn's algorithm); tasks in a cycle are left out."""
+    waiting = {task_id: len(task.upstream_task_ids & tasks.keys()) for task_id, task in tasks.items()}
+    order = [task_id for task_id, count in waiting.items() if not count]
+    for task_id in order:  # the list grows while it is walked
+        for child in tasks[task_id].downstream_task_ids:
+            if child in waiting:
+                waiting[child] -= 1
+                if not waiting[child]:
+                    order.append(child)
+    return order
 
 
 # --- the governed lake ------------------------------------------------------------------------
@@ -264,11 +337,8 @@ def ungated_training_tasks(dag: Any, settings: EnforcementSettings) -> dict[str,
     """task id -> why it is a training task, for each training task of ``dag`` without a gate upstream."""
     if approved_schedule(dag, settings):
         return {}
-    ungated = {}
-    for task in dag.tasks:
-        if (reason := training_reason(task, settings)) and not upstream_gates(task):
-            ungated[task.task_id] = reason
-    return ungated
+    parse = _parse_of(dag, settings)
+    return (parse.scan(dag) if parse else TrainingScan(dag, settings)).ungated()
 
 
 def violation_message(dag_id: str, ungated: dict[str, str]) -> str:
@@ -297,6 +367,53 @@ def _settings() -> EnforcementSettings:
     return settings
 
 
+class _Parse:
+    """The settings read for one DAG by ``dag_policy``, and its scan, reused by the ``task_policy`` calls
+    ``DagBag.bag_dag`` makes next for each of its tasks: settings read once, the graph walked once."""
+
+    def __init__(self, dag: Any, settings: EnforcementSettings):
+        self.dag = weakref.ref(dag)
+        self.settings = settings
+        self._scan: TrainingScan | None = None
+        self._checked = False
+
+    def scan(self, dag: Any) -> TrainingScan:
+        if self._scan is None:
+            self._scan = TrainingScan(dag, self.settings)
+        return self._scan
+
+    def reason(self, task: Any) -> str | None:
+        """``training_reason(task, self.settings)``, from the scan."""
+        dag = task.dag
+        scan = self.scan(dag)
+        if not self._checked:  # once: another cluster policy may have changed the DAG after ours ran
+            self._checked = True
+            if not scan.describes(dag):
+                scan = self._scan = TrainingScan(dag, self.settings)
+        task_id = task.task_id
+        if scan.tasks.get(task_id) is not task:  # a task added since: on its own
+            return training_reason(task, self.settings)
+        return scan.reasons.get(task_id)
+
+
+_parses = threading.local()  # the DAG this thread's DagBag is bagging
+
+
+def _begin_parse(dag: Any, settings: EnforcementSettings) -> None:
+    try:
+        _parses.current = _Parse(dag, settings)
+    except TypeError:  # not weak-referenceable: each hook reads and walks for itself
+        _parses.current = None
+
+
+def _parse_of(dag: Any, settings: EnforcementSettings | None = None) -> _Parse | None:
+    """This thread's parse of ``dag`` (read with ``settings``, when given), if ``dag_policy`` began one."""
+    parse = getattr(_parses, "current", None)
+    if parse is None or dag is None or parse.dag() is not dag:
+        return None
+    return parse if settings is None or settings == parse.settings else None
+
+
 def _violation(message: str) -> Exception:
     from airflow.exceptions import AirflowClusterPolicyViolation
 
@@ -308,6 +425,7 @@ def dag_policy(dag) -> None:
     """Refuse a DAG whose training tasks lack a consent gate upstream (``[consent] enforce_gates``)."""
     try:
         settings = _settings()
+        _begin_parse(dag, settings)
         if not settings.enforce_gates:
             return
         ungated = ungated_training_tasks(dag, settings)
@@ -343,9 +461,13 @@ def _in_task_startup() -> bool:
 def task_policy(task) -> None:
     """Wrap a training task's ``pre_execute`` with the run-time clearance (``[consent] enforce_clearance``)."""
     try:
-        settings = _settings()
-        if not settings.enforce_clearance or training_reason(task, settings) is None:
-            return
+        if parse := _parse_of(getattr(task, "dag", None)):
+            if not parse.settings.enforce_clearance or parse.reason(task) is None:
+                return
+        else:
+            settings = _settings()
+            if not settings.enforce_clearance or training_reason(task, settings) is None:
+                return
     except Exception as exc:
         log.exception("airflow-consent could not check task %s", getattr(task, "task_id", task))
         raise _violation(

@@ -280,3 +280,95 @@ def test_the_hook_marker_is_airflows():
     assert cluster_policy in registered
     hooks = settings.get_policy_plugin_manager().hook
     assert cluster_policy.dag_policy in [impl.function for impl in hooks.dag_policy.get_hookimpls()]
+
+
+# --- one walk per DAG: the same answers as the per-task functions, settings read once per parse ----
+
+
+PURPOSE = "face_recognition_training"
+SETTINGS = dict(enforce_gates=True, enforce_clearance=True, training_tags=("training",),
+                training_operators=("*TrainingOperator",), training_outlet_patterns=("model://*",))
+
+
+def random_dag(seed: int, tasks: int = 40):
+    """A DAG with random dependencies (each task after a few earlier ones), gates and training classes."""
+    import random
+
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    from airflow_consent.operators.consent import ConsentGateOperator
+
+    class FaceTrainingOperator(EmptyOperator):
+        pass
+
+    rng = random.Random(seed)
+    with DAG(dag_id=f"random_{seed}", schedule=None, tags=["training"] if seed % 2 else ["other"]) as dag:
+        made = []
+        for index in range(tasks):
+            kind = rng.random()
+            if kind < 0.1:
+                task = ConsentGateOperator(task_id=f"gate_{index}", datasets=["/data/x"], purpose=PURPOSE)
+            elif kind < 0.2:
+                task = FaceTrainingOperator(task_id=f"fit_{index}")
+            else:
+                task = EmptyOperator(task_id=f"t_{index}")
+            for upstream in rng.sample(made, k=min(len(made), rng.randint(0, 3))):
+                upstream >> task
+            made.append(task)
+    return dag
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_scan_answers_as_the_per_task_functions(seed):
+    from airflow_consent.config import EnforcementSettings
+
+    settings = EnforcementSettings(**SETTINGS)
+    dag = random_dag(seed)
+
+    scan = cluster_policy.TrainingScan(dag, settings)
+
+    reasons = {t.task_id: r for t in dag.tasks if (r := cluster_policy.training_reason(t, settings))}
+    assert scan.reasons == reasons
+    assert scan.gated == {t.task_id for t in dag.tasks if cluster_policy.upstream_gates(t)}
+    assert scan.ungated() == {t: r for t, r in reasons.items() if not cluster_policy.upstream_gates(dag.task_dict[t])}
+
+
+def test_one_dag_parse_reads_the_settings_once_and_walks_the_graph_once(tmp_path, monkeypatch):
+    from airflow_consent import config
+
+    reads, scans = [], []
+    read, scan = config.enforcement_settings, cluster_policy.TrainingScan.__init__
+    monkeypatch.setattr(config, "enforcement_settings", lambda: reads.append(1) or read())
+    monkeypatch.setattr(cluster_policy.TrainingScan, "__init__", lambda self, *a: scans.append(1) or scan(self, *a))
+    (tmp_path / "wide.py").write_text(HEADER + textwrap.dedent("""
+        with DAG(dag_id="wide", schedule=None, tags=["training"]):
+            previous = gate()
+            for i in range(300):
+                previous = previous >> EmptyOperator(task_id=f"t{i}")
+    """))
+
+    dagbag = bag(tmp_path)
+
+    assert dagbag.import_errors == {}
+    assert sum(wrapped(t) for t in dagbag.dags["wide"].tasks) == 300
+    assert (len(reads), len(scans)) == (1, 1)
+
+
+def test_a_dag_another_policy_changes_after_ours_is_walked_again_for_the_task_policy():
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk import DAG
+
+    from airflow_consent.operators.consent import ConsentGateOperator
+
+    with DAG(dag_id="changed", schedule=None, tags=["training"]) as dag:
+        export = EmptyOperator(task_id="export")
+        first = ConsentGateOperator(task_id="first_gate", datasets=["/data/x"], purpose=PURPOSE)
+        EmptyOperator(task_id="extract") >> first >> [EmptyOperator(task_id="train"), export]
+    cluster_policy.dag_policy(dag)
+    # What a later cluster policy might do before the task policies run: `export` now feeds a gate.
+    export >> ConsentGateOperator(task_id="second_gate", datasets=["/data/x"], purpose=PURPOSE, dag=dag)
+    for task in dag.tasks:
+        cluster_policy.task_policy(task)
+
+    assert {t.task_id for t in dag.tasks if wrapped(t)} == {"train"}
