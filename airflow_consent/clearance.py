@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_consent.errors import ConsentConfigurationError, ConsentError, LedgerTampered
+from airflow_consent.errors import ClearanceRefused, ConsentConfigurationError, LedgerTampered, NoPartitionsFound
 
 if TYPE_CHECKING:
     from airflow_consent.discovery import DiscoveredPartition
@@ -86,14 +86,6 @@ class RequiredPartition:
     excludable: bool
     partition: DiscoveredPartition | None = field(default=None, repr=False, compare=False)
     """The partition as discovered and fingerprinted now: its URI, data files and filesystem."""
-
-
-class ClearanceRefused(ConsentError):
-    """The ledger does not clear the training task for this run; carries every problem found."""
-
-    def __init__(self, message: str, problems: list[ClearanceProblem]):
-        super().__init__(message)
-        self.problems = problems
 
 
 class ClearanceDenied(AirflowFailException):
@@ -249,7 +241,7 @@ def _partitions_now(approved: list[tuple[str, str]]) -> dict[str, tuple[Discover
     for (root, dataset), wanted in roots.items():
         try:
             partitions = discover_partitions(root, dataset=dataset)
-        except ConsentConfigurationError:
+        except (ConsentConfigurationError, NoPartitionsFound):
             continue  # reported as missing by the caller
         found.update({p.id: (p, fingerprint(p)) for p in partitions if p.id in wanted})
     return found
@@ -292,7 +284,7 @@ def _required_partitions(gates: list[Any], context: Any) -> tuple[list[RequiredP
                         excludable=getattr(gate, "on_violation", "fail") == "exclude",
                         partition=partition,
                     ))
-        except (ConsentConfigurationError, OSError) as exc:
+        except (ConsentConfigurationError, NoPartitionsFound, OSError) as exc:
             problems.append(ClearanceProblem(
                 kind="unreadable", gate=gate.task_id,
                 message=f"cannot read the inputs of gate {gate.task_id!r} again: {exc}",

@@ -32,7 +32,7 @@ def check(
 ) -> None:
     """Evaluate the gate outside Airflow. Exit 0 allowed, 1 denied, 2 engine or configuration error."""
     from airflow_consent.engines.local import LocalOpaEngine
-    from airflow_consent.errors import ConsentConfigurationError, EngineError
+    from airflow_consent.errors import ConsentConfigurationError, EngineError, NoPartitionsFound
     from airflow_consent.gate import DatasetSpec, evaluate_gate
     from airflow_consent.models import GateRequest, Requester
 
@@ -49,7 +49,7 @@ def check(
         specs = [DatasetSpec(uri=d, dataset_config_path=dataset_config_path) for d in datasets]
         report = evaluate_gate(request, specs, engine,
                                partition_filter=partition_filter)
-    except (ConsentConfigurationError, EngineError) as exc:
+    except (ConsentConfigurationError, NoPartitionsFound, EngineError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BROKEN) from exc
     _print_report(report.model_dump(mode="json"), as_json)

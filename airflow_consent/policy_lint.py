@@ -29,6 +29,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from airflow_consent.errors import PolicyLintError
+
 RULES_PACKAGE = "data.consent.rules."
 SEVERITIES = ("critical", "high", "medium", "low")
 CUSTOM_FIELDS = ("id", "severity", "regulation", "remediation", "recoverable")
@@ -54,10 +56,6 @@ class Rule:
     name: str
     file: str
     metadata: dict
-
-
-class PolicyLintError(RuntimeError):
-    """OPA could not read the directory at all (a parse error, an unreadable METADATA block)."""
 
 
 def inspect_policies(policy_dir: Path | str, opa_binary: Path | str) -> dict:

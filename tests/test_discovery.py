@@ -20,7 +20,7 @@ from airflow_consent.discovery import (
     fingerprint,
     parse_partition_filter,
 )
-from airflow_consent.errors import ConsentConfigurationError
+from airflow_consent.errors import ConsentConfigurationError, NoPartitionsFound
 from airflow_consent.sample_data import generate_profile_photos
 
 SAMPLE_IDS = [
@@ -127,7 +127,7 @@ def test_filter_on_unknown_key_names_the_key_and_the_keys_that_exist(sample: Pat
 
 
 def test_filter_matching_nothing_says_so(sample: Path) -> None:
-    with pytest.raises(ConsentConfigurationError, match=r"no partition of 'profile_photos' at .* matches filter"):
+    with pytest.raises(NoPartitionsFound, match=r"no partition of 'profile_photos' at .* matches filter"):
         discover_partitions(str(sample), partition_filter=[("source", "=", "myspace")])
 
 
@@ -175,19 +175,19 @@ def test_empty_dataset(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "_SUCCESS").write_text("")
 
-    with pytest.raises(ConsentConfigurationError, match=r"dataset 'photos' at .*/photos has no partitions"):
+    with pytest.raises(NoPartitionsFound, match=r"dataset 'photos' at .*/photos has no partitions"):
         discover_partitions(str(tmp_path / "photos"))
 
 
 def test_missing_root_names_the_uri(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(ConsentConfigurationError, match=re.escape(repr(str(missing)))):
+    with pytest.raises(NoPartitionsFound, match=re.escape(repr(str(missing)))):
         discover_partitions(str(missing))
 
 
 def test_root_that_is_a_file(tmp_path: Path) -> None:
     (tmp_path / "photos").write_text("not a directory")
-    with pytest.raises(ConsentConfigurationError, match="is not a directory"):
+    with pytest.raises(NoPartitionsFound, match="is not a directory"):
         discover_partitions(str(tmp_path / "photos"))
 
 
@@ -332,7 +332,7 @@ def test_memory_filesystem(memory_dataset: str, sample: Path) -> None:
 
 
 def test_memory_filesystem_missing_root() -> None:
-    with pytest.raises(ConsentConfigurationError, match="memory://no-such-lake/photos"):
+    with pytest.raises(NoPartitionsFound, match="memory://no-such-lake/photos"):
         discover_partitions("memory://no-such-lake/photos")
 
 

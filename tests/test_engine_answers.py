@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from test_clearance import RUN, context, training_dag
 from test_engines import fake_opa, opa_hook
 
-from airflow_consent.clearance import ClearanceRefused, check_clearance
+from airflow_consent.clearance import check_clearance
+from airflow_consent.errors import ClearanceRefused
 from airflow_consent.discovery import discover_partitions, fingerprint
 from airflow_consent.engines.local import LocalOpaEngine
 from airflow_consent.errors import LedgerTampered, MalformedDecision, PolicyError, UndefinedDecision

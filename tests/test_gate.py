@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_consent.engines.local import LocalOpaEngine
-from airflow_consent.errors import ConsentConfigurationError, MalformedDecision
+from airflow_consent.errors import ConsentConfigurationError, MalformedDecision, NoPartitionsFound
 from airflow_consent.gate import DatasetSpec, evaluate_gate
 from airflow_consent.manifests import SIDECAR_NAME
 from airflow_consent.models import GateRequest
@@ -105,9 +105,11 @@ def test_unknown_purpose_is_denied_by_the_policies(studio, engine):
     assert all("dating_profile_enrichment" in v.message for p in report.partitions for v in p.violations)
 
 
-def test_empty_dataset_is_a_configuration_error(tmp_path, engine):
+def test_an_empty_dataset_is_no_partitions_found_not_a_configuration_error(tmp_path, engine):
+    """A sensor waits on NoPartitionsFound; a handler of configuration errors must not catch it by accident."""
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConsentConfigurationError, match="has no partitions"):
+    assert not issubclass(NoPartitionsFound, ConsentConfigurationError)
+    with pytest.raises(NoPartitionsFound, match="has no partitions"):
         evaluate_gate(request(), [DatasetSpec(uri=str(tmp_path / "empty"))], engine)
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from airflow_consent.clearance import ClearanceRefused, check_clearance
+from airflow_consent.clearance import check_clearance
+from airflow_consent.errors import ClearanceRefused
 from airflow_consent.cli import app
 from airflow_consent.discovery import discover_partitions, fingerprint
 from airflow_consent.engines.local import LocalOpaEngine

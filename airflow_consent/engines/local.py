@@ -9,11 +9,12 @@ from functools import cached_property
 from pathlib import Path
 
 from airflow_consent.engines import EngineAnswer, describe_opa_errors
-from airflow_consent.engines.opa_binary import OpaProvisioningError, binary_version, ensure_opa
+from airflow_consent.engines.opa_binary import binary_version, ensure_opa
 from airflow_consent.errors import (
     EngineTimeout,
     EngineUnreachable,
     MalformedDecision,
+    OpaProvisioningError,
     PolicyError,
     UndefinedDecision,
 )

@@ -29,6 +29,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from airflow_consent.errors import OpaProvisioningError
+
 OPA_VERSION = "1.22.3"
 # Releases before 1.21.3 allowed a bundle signature-verification bypass (GHSA-g2pf-6v5v-qcc8).
 MINIMUM_VERSION = (1, 21, 3)
@@ -48,10 +50,6 @@ func main() {
 \t}
 }
 """
-
-
-class OpaProvisioningError(RuntimeError):
-    """No route yielded a usable OPA binary; the message lists what each route said."""
 
 
 def cache_dir() -> Path:

@@ -24,21 +24,13 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from airflow_consent.errors import RevocationListUnreadable
 from airflow_consent.evidence.config import RevocationSource
 
 log = logging.getLogger(__name__)
 
 SQL_CHUNK_ROWS = 100_000
 EXAMPLES = 5
-
-
-class RevocationListUnreadable(Exception):
-    """The list could not be read or its ids cannot be compared with a dataset's subject ids."""
-
-    def __init__(self, source: str, message: str):
-        super().__init__(f"{source}: {message}")
-        self.source = source
-        self.message = message
 
 
 def subject_kind(data_type: pa.DataType) -> str | None:

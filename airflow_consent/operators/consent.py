@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_consent.discovery import parse_partition_filter
 from airflow_consent.enforcement import MODES, ON_VIOLATION, Mode, OnViolation
-from airflow_consent.errors import ConsentConfigurationError
+from airflow_consent.errors import ConsentConfigurationError, ConsentDenied, NoPartitionsFound
 from airflow_consent.policies import purpose_taxonomy
 
 if TYPE_CHECKING:
@@ -35,12 +35,8 @@ XCOM_REPORT_KEY = "gate_report"
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
-class ConsentGateDenied(AirflowFailException):
+class ConsentGateDenied(ConsentDenied, AirflowFailException):
     """The policies blocked the gate: fails the task without retries; carries the gate report."""
-
-    def __init__(self, message: str, report: GateReport):
-        super().__init__(message)
-        self.report = report
 
 
 class ConsentGateBaseOperator(BaseOperator):
@@ -266,7 +262,7 @@ class ConsentGateOperator(ConsentGateBaseOperator):
 
         try:
             report = self._evaluate(context)
-        except ConsentConfigurationError as exc:
+        except (ConsentConfigurationError, NoPartitionsFound) as exc:
             raise AirflowFailException(f"consent gate misconfigured: {exc}") from exc
         result = outcome(report, self.on_violation)
         approved = self._publish(context, report, result)
