@@ -8,7 +8,8 @@ Bad partition content never raises: a missing, unreadable, oversized (1 MiB), to
 invalid or conflicting manifest comes back as
 ``ManifestProblem``s (file and dotted field path) and no manifest, which the policies deny.
 Validation is strict: JSON types must match (``"false"`` is not a boolean), unknown fields are
-errors, and datetimes must carry a time zone.
+errors, datetimes must carry a time zone, and a field of the other manifest version (``license`` in
+version 2, ``licenses`` or ``upstream`` in version 1) is an error naming it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from airflow_consent.discovery import DiscoveredPartition
-from airflow_consent.models import MANIFEST_VERSION, Manifest, ManifestProblem
+from airflow_consent.models import MANIFEST_VERSION_ERROR, MANIFEST_VERSIONS, Manifest, ManifestProblem
 
 SIDECAR_NAME = "_consent_manifest.json"
 PARQUET_METADATA_KEY = "airflow_consent.manifest"
@@ -163,12 +164,15 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _validation_problem(source: str, error: dict[str, Any]) -> ManifestProblem:
     field = ".".join(str(part) for part in error["loc"]) or None
     value = error.get("input")
-    if error["type"] == "missing":
+    if error["type"] == MANIFEST_VERSION_ERROR:  # a field the manifest's version requires or does not have
+        field, message = error["ctx"]["field"], error["msg"]
+    elif error["type"] == "missing":
         message = "required field is missing"
     elif error["type"] == "extra_forbidden":
         message = f"unknown field (got {_describe(value)})"
     elif field == "manifest_version":
-        message = f"unsupported manifest_version {_describe(value)}: this version reads {MANIFEST_VERSION!r}"
+        readable = " or ".join(repr(version) for version in MANIFEST_VERSIONS)
+        message = f"unsupported manifest_version {_describe(value)}: this version reads {readable}"
     else:
         message = f"{error['msg']} (got {_describe(value)})"
     return _problem(source, field, message)

@@ -9,11 +9,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-MANIFEST_VERSION = "1"
+MANIFEST_VERSION = "1"  # the version of a single-license manifest (the sample data's)
+MANIFEST_VERSIONS = ("1", "2")
 # Comparison operators of a partition filter (pyarrow's DNF filter format).
 FILTER_OPERATORS = frozenset({"=", "==", "!=", "<", ">", "<=", ">=", "in", "not in"})
 
@@ -56,26 +66,115 @@ class CustodyStep(_Strict):
     transfer: str = Field(description="how the data was handed over, e.g. 'sftp', 'api-export'")
 
 
+class GeneratingModel(_Strict):
+    """For synthetic data: the model that generated it and the terms its outputs are under."""
+
+    model: str = Field(description="the generating model's id and version, e.g. 'gpt-4o-2024-08-06'")
+    provider: str | None = Field(default=None, description="who operates or publishes the model, e.g. 'openai'")
+    terms: str = Field(
+        description="the terms the model's outputs are under, as listed in the licenses reference data "
+        "(e.g. 'openai-terms', 'Apache-2.0'); they must permit the purpose like any license"
+    )
+    terms_url: str | None = Field(default=None, description="where the terms can be read")
+
+
+class UpstreamDataset(_Strict):
+    """A dataset the partition's data was derived from (filtered, annotated, translated, distilled)."""
+
+    name: str
+    uri: str | None = None
+    licenses: list[str] = Field(
+        min_length=1, description="every license the upstream dataset is under; each must permit the purpose"
+    )
+    terms_url: str | None = Field(default=None, description="where the upstream dataset's terms can be read")
+
+
+# Provenance fields a manifest_version 1 manifest does not have (it names one license in "license").
+_VERSION_2_PROVENANCE = ("licenses", "terms_url", "generated_by", "upstream")
+
+
 class Provenance(_Strict):
-    """Where the data came from and under what terms it is held."""
+    """Where the data came from and under what terms it is held.
+
+    Version 1 names one license (``license``); version 2 names every license the data is under
+    (``licenses``), the generating model of synthetic data and the datasets it was derived from. Every
+    license named anywhere here must permit the purpose.
+    """
 
     source: str = Field(description="the originating source, as listed in the approved-sources reference data")
     collection_method: str
     acquired_at: AwareDatetime
-    license: str = Field(description="license identifier, as listed in the licenses reference data")
+    license: str | None = Field(
+        default=None,
+        description="manifest_version 1 (required there, absent in 2): the license id, as listed in the licenses "
+        "reference data (an SPDX id such as 'CC-BY-4.0', or a term such as 'research-only')",
+    )
+    licenses: list[str] = Field(
+        default_factory=list,
+        description="manifest_version 2 (at least one): every license the data is under, as listed in the licenses "
+        "reference data; all of them must permit the purpose",
+    )
+    terms_url: str | None = Field(default=None, description="manifest_version 2: where the license or terms text is")
+    generated_by: GeneratingModel | None = Field(
+        default=None, description="manifest_version 2: for synthetic data, the model that generated it"
+    )
+    upstream: list[UpstreamDataset] = Field(
+        default_factory=list, description="manifest_version 2: the datasets this data was derived from"
+    )
     data_sharing_agreement: str | None = Field(default=None, description="id of the agreement covering the transfer")
     chain_of_custody: list[CustodyStep] = Field(default_factory=list)
     attested_digest: str | None = Field(
         default=None, description="the partition fingerprint the data provider attested ('sha256:...')"
     )
 
+    @model_serializer(mode="wrap")
+    def _without_unused_license_fields(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A version 1 manifest dumps as version 1 (no empty version 2 fields), version 2 without ``license``."""
+        dumped = handler(self)
+        unused = {name for name in ("license", *_VERSION_2_PROVENANCE) if dumped.get(name) in (None, [])}
+        return {name: value for name, value in dumped.items() if name not in unused}
+
 
 class Manifest(_Strict):
-    """A partition's claims, read from its sidecar file or its Parquet key-value metadata."""
+    """A partition's claims, read from its sidecar file or its Parquet key-value metadata.
 
-    manifest_version: Literal["1"]
+    ``manifest_version`` "1" names one ``provenance.license``; "2" lists ``provenance.licenses`` and may
+    name the generating model, upstream datasets and a terms URL. A manifest using a field of the
+    other version is invalid, naming the field.
+    """
+
+    manifest_version: Literal["1", "2"]
     consent: Consent
     provenance: Provenance
+
+    @model_validator(mode="after")
+    def _provenance_of_its_version(self) -> Manifest:
+        provenance = self.provenance
+        if self.manifest_version == "1":
+            if provenance.license is None:
+                given = "license" in provenance.model_fields_set
+                raise _version_error("license", "Input should be a valid string (got null)" if given
+                                     else "required field is missing")
+            for name in _VERSION_2_PROVENANCE:
+                if getattr(provenance, name) not in (None, []):
+                    raise _version_error(name, f"'{name}' is a field of manifest_version '2'; "
+                                         "this manifest is version '1'")
+        else:
+            if provenance.license is not None:
+                raise _version_error("license", "manifest_version '2' lists every license in provenance.licenses "
+                                     "(one license in 'license' is version '1')")
+            if not provenance.licenses:
+                raise _version_error("licenses", "required field is missing: manifest_version '2' lists at least "
+                                     "one license")
+        return self
+
+
+MANIFEST_VERSION_ERROR = "manifest_version_field"
+
+
+def _version_error(field: str, message: str) -> PydanticCustomError:
+    """An error about provenance.<field> that depends on the manifest version; ``ctx.field`` names it."""
+    return PydanticCustomError(MANIFEST_VERSION_ERROR, message, {"field": f"provenance.{field}"})
 
 
 # --- policy input -----------------------------------------------------------------------------

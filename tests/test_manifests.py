@@ -237,7 +237,7 @@ def test_unknown_field(partition_dir: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize(("version", "shown"), [("2", 'string "2"'), (1, "integer 1")])
+@pytest.mark.parametrize(("version", "shown"), [("3", 'string "3"'), (1, "integer 1"), (2, "integer 2")])
 def test_unsupported_manifest_version(partition_dir: Path, version, shown: str) -> None:
     source = write_sidecar(partition_dir, manifest_with(manifest_version=version))
 
@@ -248,9 +248,80 @@ def test_unsupported_manifest_version(partition_dir: Path, version, shown: str) 
         ManifestProblem(
             file=source,
             field="manifest_version",
-            message=f"unsupported manifest_version {shown}: this version reads '1'",
+            message=f"unsupported manifest_version {shown}: this version reads '1' or '2'",
         )
     ]
+
+
+# --- manifest_version 2: several licenses, the generating model, upstream datasets ---------------
+
+VERSION_2 = manifest_with(
+    manifest_version="2",
+    provenance__license=...,
+    provenance__licenses=["CC-BY-4.0", "openai-terms"],
+    provenance__terms_url="https://stock.example/terms",
+    provenance__generated_by={"model": "gpt-4o-2024-08-06", "provider": "openai", "terms": "openai-terms",
+                              "terms_url": "https://openai.com/policies/terms-of-use"},
+    provenance__upstream=[{"name": "wiki-faces", "uri": "s3://lake/wiki-faces/", "licenses": ["CC-BY-SA-4.0"]}],
+)
+
+
+def test_version_2_manifest(partition_dir: Path) -> None:
+    write_sidecar(partition_dir, VERSION_2)
+
+    manifest, _, problems = read_manifest(only_partition(partition_dir.parent))
+
+    assert problems == []
+    provenance = manifest.provenance
+    assert (manifest.manifest_version, provenance.license, provenance.licenses) == (
+        "2", None, ["CC-BY-4.0", "openai-terms"]
+    )
+    assert (provenance.generated_by.model, provenance.generated_by.terms) == ("gpt-4o-2024-08-06", "openai-terms")
+    assert [(u.name, u.licenses, u.terms_url) for u in provenance.upstream] == [("wiki-faces", ["CC-BY-SA-4.0"], None)]
+    assert provenance.terms_url == "https://stock.example/terms"
+
+
+def test_manifests_dump_in_their_own_version() -> None:
+    """A version 1 manifest written back is the version 1 text (no empty version 2 fields), and v2 has no license."""
+    version_1 = Manifest.model_validate(VALID).model_dump(mode="json")
+    assert set(version_1["provenance"]) == {
+        "source", "collection_method", "acquired_at", "license", "data_sharing_agreement", "chain_of_custody",
+        "attested_digest",
+    }
+    assert Manifest.model_validate(version_1) == Manifest.model_validate(VALID)
+    version_2 = Manifest.model_validate(VERSION_2).model_dump(mode="json")
+    assert "license" not in version_2["provenance"]
+    assert Manifest.model_validate_json(json.dumps(version_2), strict=True) == Manifest.model_validate(VERSION_2)
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field", "message"),
+    [
+        (manifest_with(provenance__license=...), "provenance.license", "required field is missing"),
+        (manifest_with(provenance__license=None), "provenance.license", "Input should be a valid string (got null)"),
+        (manifest_with(provenance__licenses=["MIT"]), "provenance.licenses",
+         "'licenses' is a field of manifest_version '2'; this manifest is version '1'"),
+        (manifest_with(provenance__upstream=[{"name": "u", "licenses": ["MIT"]}]), "provenance.upstream",
+         "'upstream' is a field of manifest_version '2'; this manifest is version '1'"),
+        (manifest_with(manifest_version="2"), "provenance.license",
+         "manifest_version '2' lists every license in provenance.licenses (one license in 'license' is version '1')"),
+        ({**VERSION_2, "provenance": {**VERSION_2["provenance"], "licenses": []}}, "provenance.licenses",
+         "required field is missing: manifest_version '2' lists at least one license"),
+        ({**VERSION_2, "provenance": {**VERSION_2["provenance"], "upstream": [{"name": "u", "licenses": []}]}},
+         "provenance.upstream.0.licenses", "List should have at least 1 item after validation, not 0 (got array)"),
+        ({**VERSION_2, "provenance": {**VERSION_2["provenance"], "generated_by": {"model": "m"}}},
+         "provenance.generated_by.terms", "required field is missing"),
+    ],
+    ids=["v1-no-license", "v1-null-license", "v1-licenses", "v1-upstream", "v2-license", "v2-no-licenses",
+         "v2-unlicensed-upstream", "v2-generator-without-terms"],
+)
+def test_fields_of_the_other_version_are_named(partition_dir: Path, manifest: dict, field: str, message: str) -> None:
+    source = write_sidecar(partition_dir, manifest)
+
+    found, _, problems = read_manifest(only_partition(partition_dir.parent))
+
+    assert found is None
+    assert problems == [ManifestProblem(file=source, field=field, message=message)]
 
 
 def test_not_an_object(partition_dir: Path) -> None:

@@ -12,6 +12,7 @@
 #       properties:
 #         coverage: {type: object, additionalProperties: false, properties: {coverage: {type: object}}}
 #         legal_bases: {type: object, additionalProperties: false, properties: {legal_bases: {type: object}}}
+#         license_terms: {type: object, additionalProperties: false, properties: {license_terms: {type: object}}}
 #         licenses: {type: object, additionalProperties: false, properties: {licenses: {type: object}}}
 #         purposes: {type: object, additionalProperties: false, properties: {purposes: {type: object}}}
 #         sources: {type: object, additionalProperties: false, properties: {sources: {type: object}}}

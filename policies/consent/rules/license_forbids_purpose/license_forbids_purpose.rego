@@ -1,10 +1,11 @@
 # METADATA
 # title: License forbids purpose
 # description: >-
-#   The data's license must be in the licenses reference data (unknown and proprietary terms
-#   are not licenses for training), must permit commercial use when the purpose is commercial
-#   in the taxonomy, and, when it lists purposes, must cover the request's purpose (judged
-#   only for purposes in the taxonomy; unknown purposes are purpose_unknown's finding).
+#   Every known license a manifest names (the data's own, the generating model's terms, each
+#   upstream dataset's: see license_unknown) must permit the request's purpose: commercial use
+#   when the purpose is commercial in the taxonomy, and, when the license lists purposes, the
+#   request's purpose or an ancestor of it (judged only for purposes in the taxonomy; unknown
+#   purposes are purpose_unknown's finding). An SPDX license no family classifies lists none.
 # custom:
 #   id: PROV-003
 #   severity: high
@@ -13,50 +14,60 @@
 #     - 17 U.S.C. 106
 #     - FTC Act s.5
 #   remediation: >-
-#     Exclude the partition, or acquire the data under a license that permits this purpose
-#     (for a commercial purpose, one that permits commercial use) and record it in the
-#     manifest's provenance.license.
+#     Exclude the partition, or acquire the data (and every dataset it was derived from) under
+#     licenses that permit this purpose (for a commercial purpose, ones that permit commercial
+#     use) and record them in the manifest's provenance. If the reference data misclassifies a
+#     license, correct it in policies/consent/reference/license_terms/data.json.
 #   recoverable: false
 package consent.rules.license_forbids_purpose
 
+import data.consent.lib.licenses
 import data.consent.lib.partitions
 import data.consent.lib.purposes
 import data.consent.lib.result
-import data.consent.reference.licenses.licenses
 
-violation contains result.violation(rego.metadata.chain(), index, message) if {
+violation contains result.violation(rego.metadata.chain(), index, concat("; ", sort(problems))) if {
 	some index, manifest in partitions.manifests
-	message := _problem(manifest.provenance)
-}
-
-_problem(provenance) := sprintf(
-	"license %q of source %q is not a known license",
-	[provenance.license, provenance.source],
-) if {
-	not licenses[provenance.license]
-} else := concat("; ", sort(_license_problems[provenance.license]))
-
-# License id → why the license does not permit this request's purpose (licenses without a
-# problem left out). Judged once per query over the reference data, not once per partition.
-_license_problems := {id: problems |
-	some id, license in licenses
-	problems := _commercial_problems(id, license) | _purpose_problems(id, license)
+	problems := {sprintf("license %s of %s %s", [_named(claim.license, id), claim.of, reason]) |
+		some claim in licenses.claims(manifest.provenance)
+		id := licenses.known_ids[claim.license]
+		some reason in _license_problems[id]
+	}
 	count(problems) > 0
 }
 
-_commercial_problems(id, license) := {sprintf(
-	"license %q does not permit commercial use and purpose %q is commercial",
-	[id, input.request.purpose],
+_named(claimed, id) := sprintf("%q", [id]) if claimed == id
+
+else := sprintf("%q (%s)", [claimed, id])
+
+# Known license id claimed in this input → why it does not permit this request's purpose
+# (licenses without a problem left out). Judged once per query, not once per partition.
+_license_problems := {id: problems |
+	some id in {id | some id in licenses.known_ids}
+	license := licenses.reference[id]
+	problems := _commercial_problems(license) | _purpose_problems(license)
+	count(problems) > 0
+}
+
+_commercial_problems(license) := {sprintf(
+	"does not permit commercial use and purpose %q is commercial",
+	[input.request.purpose],
 )} if {
 	object.get(license, "commercial", false) != true
 	"commercial" in purposes.requested_kinds
 } else := set()
 
-_purpose_problems(id, license) := {sprintf(
-	"license %q permits purposes %v, not %q",
-	[id, license.purposes, input.request.purpose],
-)} if {
-	license.purposes != null
+# An entry without "purposes" permits none (null permits any).
+_purpose_problems(license) := {_purpose_problem(license, permitted)} if {
+	permitted := object.get(license, "purposes", [])
+	permitted != null
 	purposes.requested_known
-	not purposes.covers_request(license.purposes)
+	not purposes.covers_request(permitted)
 } else := set()
+
+_purpose_problem(license, []) := sprintf(
+	"permits no purpose (family %q: %s)",
+	[object.get(license, "family", ""), object.get(license, "basis", "")],
+)
+
+_purpose_problem(_, permitted) := sprintf("permits purposes %v, not %q", [permitted, input.request.purpose]) if count(permitted) > 0
