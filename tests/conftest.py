@@ -31,6 +31,22 @@ from postgres import postgres_server, postgres_url  # noqa: E402, F401 - a real 
 from dag_runs import airflow_db  # noqa: E402, F401 - the Airflow metadata DB for DagBag + dag.test() tests
 
 REPO = Path(__file__).resolve().parent.parent
+POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``postgres`` every test that uses the PostgreSQL server, so ``-m "not postgres"`` leaves it out.
+
+    A test uses it when it depends on a PostgreSQL fixture, or when it is parametrized on the
+    ``"postgresql"`` backend (those ask for ``postgres_url`` at run time, out of pytest's sight).
+    """
+    for item in items:
+        params = item.callspec.params.values() if hasattr(item, "callspec") else ()
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())) or any(
+            isinstance(value, str) and value == "postgresql" for value in params
+        ):
+            item.add_marker(pytest.mark.postgres)
+
 
 
 @pytest.fixture(scope="session")

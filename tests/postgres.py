@@ -125,12 +125,19 @@ def postgres_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A SQLAlchemy URL of a new, empty database on the test server, dropped afterwards."""
+def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A SQLAlchemy URL of a new, empty database on the test server, dropped afterwards.
+
+    Only for tests marked ``postgres`` (conftest marks those it can see use this fixture), so that
+    ``-m "not postgres"`` never starts the server.
+    """
     import psycopg
     from sqlalchemy.engine import make_url
 
-    admin = make_url(postgres_server)
+    if request.node.get_closest_marker("postgres") is None:
+        pytest.fail(f"{request.node.nodeid} asks for PostgreSQL at run time: mark it @pytest.mark.postgres",
+                    pytrace=False)
+    admin = make_url(request.getfixturevalue("postgres_server"))
     conninfo = {"host": admin.host, "port": admin.port, "user": admin.username, "password": admin.password,
                 "dbname": admin.database}
     name = f"consent_ledger_{uuid.uuid4().hex[:12]}"

@@ -17,7 +17,7 @@ from airflow_standalone import StandaloneAirflow, airflow_standalone
 
 from airflow_consent.sample_data import generate_profile_photos
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.standalone]
 
 PURPOSE = "face_recognition_training"
 

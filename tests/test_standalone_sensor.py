@@ -14,7 +14,7 @@ from airflow_standalone import standalone_fixture
 from airflow_consent.manifests import SIDECAR_NAME
 from airflow_consent.sample_data import generate_profile_photos
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.standalone]
 
 REPO = Path(__file__).resolve().parent.parent
 BROKEN_MANIFEST = '{"manifest_version": "1", "consent": '
