@@ -27,22 +27,25 @@ or as a pytest fixture (one instance per module keeps the suite fast: start-up t
 What it runs: scheduler, dag-processor, api-server and triggerer (``airflow standalone`` starts them
 from the venv's ``bin``, which is put first on PATH), on SQLite with the LocalExecutor, in a fresh
 temporary ``AIRFLOW_HOME``. Every port it needs (API server, worker and triggerer log servers) is a
-free one, so several instances can run side by side. The inherited environment is cleaned of
-``AIRFLOW*`` variables (a test session's ``AIRFLOW__CORE__UNIT_TEST_MODE`` must not leak in): pass
-what the DAGs need in ``env``. Examples are off and the scheduler / dag-processor intervals are short.
+free one, so several instances (and several test sessions) can run side by side: start-up waits until
+the API server's port is listened on by a process of this instance, and starts again on other ports
+when another process took it first. The inherited environment is cleaned of ``AIRFLOW*`` variables (a
+test session's ``AIRFLOW__CORE__UNIT_TEST_MODE`` must not leak in): pass what the DAGs need in
+``env``. Examples are off, the scheduler / dag-processor intervals are short, workers wait 30 s for
+the API server (not 5 s: a loaded machine answers slowly) and a task's retries come 3 s apart.
 
 On exit every process it started is stopped: SIGTERM to the process group, SIGKILL after a grace
 period, then a scan of ``/proc`` for any process still carrying this instance's ``AIRFLOW_HOME``;
 a survivor is killed and reported as an error. Output of all components is in
-``<home>/standalone.log`` (its tail is included in start-up and wait failures).
+``<home>/standalone.log`` (its tail is included in start-up and wait failures); each task attempt's
+log is in ``<home>/logs`` (``failed_task_logs()`` gathers the failed ones; conftest adds them to the
+report of a failed ``standalone`` test).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,10 +56,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from standalone_processes import free_port, port_taken, stop_all
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 TERMINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 STARTUP_TIMEOUT = 180.0
+PORT_ATTEMPTS = 3
 _LOG_CONTEXT = frozenset(
     {"event", "timestamp", "level", "logger", "run_id", "try_number", "dag_id", "ti_id", "map_index", "task_id",
      "filename", "lineno", "chan", "sources"}
@@ -80,14 +85,19 @@ FAST_SETTINGS = {
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "30",
+    "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "3",
 }
+_RUNNING: list[StandaloneAirflow] = []
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class PortTaken(RuntimeError):
+    """Another process listens on the port chosen for this instance's API server."""
+
+
+def running() -> list[StandaloneAirflow]:
+    """The instances started in this process and not yet stopped."""
+    return list(_RUNNING)
 
 
 class StandaloneAirflow:
@@ -111,6 +121,10 @@ class StandaloneAirflow:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "<no output>"
+
+    def port_taken(self) -> bool:
+        """Whether the API server's port is listened on, and by no process of this instance."""
+        return port_taken(self.port, str(self.home), self.process.pid)
 
     def _check_alive(self) -> None:
         if self.process.poll() is not None:
@@ -147,6 +161,8 @@ class StandaloneAirflow:
         started = time.monotonic()
 
         def api_answers() -> bool:
+            if self.port_taken():  # another instance, or anything else, bound it first
+                raise PortTaken(f"port {self.port} is listened on by a process that is not this instance's")
             return self.client.get("/api/v2/monitor/health").status_code == 200
 
         self._wait("the API server to answer", api_answers, timeout)
@@ -242,6 +258,11 @@ class StandaloneAirflow:
         elif response.status_code != 200:
             raise AssertionError(f"PATCH pool {name} -> {response.status_code}: {response.text[:2000]}")
 
+    def stop(self) -> None:
+        """Stop every process of this instance (its home stays)."""
+        self.client.close()
+        stop_all(self.process, str(self.home))
+
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int | None = None) -> str:
         """The task's log text for ``try_number`` (default: the latest try)."""
         if try_number is None:
@@ -254,11 +275,34 @@ class StandaloneAirflow:
         content = response.get("content")
         if not isinstance(content, list):
             return str(content)
-        return "\n".join(
-            " ".join([str(line.get("event", ""))] + [f"{k}={v}" for k, v in line.items() if k not in _LOG_CONTEXT])
-            if isinstance(line, dict) else str(line)
-            for line in content
-        )
+        return _readable(content)
+
+    def log_file(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+        """Where a task attempt's log is written (Airflow's default ``log_filename_template``)."""
+        return (self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+                / f"attempt={try_number}.log")
+
+    def failed_task_logs(self, chars: int = 4000) -> str:
+        """The tail of each attempt's log of every failed or retrying task instance, newest first."""
+        try:
+            response = self.client.get("/api/v2/dags/~/dagRuns/~/taskInstances", params={
+                "state": ["failed", "up_for_retry"], "order_by": "-end_date", "limit": 8})
+        except httpx.HTTPError as exc:
+            return f"<task instances unavailable: {exc!r}>"
+        if response.status_code != 200:
+            return f"<task instances unavailable: {response.status_code} {response.text[:500]}>"
+        parts = []
+        for ti in response.json()["task_instances"]:
+            for attempt in range(1, max(ti["try_number"], 1) + 1):
+                path = self.log_file(ti["dag_id"], ti["dag_run_id"], ti["task_id"], attempt)
+                try:
+                    lines = [json.loads(line) if line.startswith("{") else line
+                             for line in path.read_text(errors="replace").splitlines()]
+                except (OSError, json.JSONDecodeError) as exc:
+                    parts.append(f"--- {path}: unreadable ({exc})")
+                    continue
+                parts.append(f"--- {ti['state']}: {path} (last {chars} characters)\n{_readable(lines)[-chars:]}")
+        return "\n".join(parts) or "<no failed or retrying task instances>"
 
     def import_errors(self) -> list[dict]:
         """``GET /api/v2/importErrors``: each with ``filename`` and ``stack_trace``."""
@@ -273,48 +317,26 @@ class StandaloneAirflow:
         return self._wait(f"an import error for {filename_endswith!r}", found, timeout)
 
 
-def _processes_with_home(home: str) -> list[int]:
-    """PIDs of live processes (other than zombies) whose environment has ``AIRFLOW_HOME=home``."""
-    marker = f"AIRFLOW_HOME={home}".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-            status = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0") and status.rsplit(")", 1)[-1].split()[0] != "Z":
-            found.append(int(entry))
-    return found
+def _readable(lines: list) -> str:
+    """Task log lines as text: each JSON line's event followed by its fields other than the context,
+    an exception (``error_detail``) as a Python traceback would show it."""
+    return "\n".join(
+        " ".join([str(line.get("event", ""))] + [
+            _traceback(v) if k == "error_detail" and isinstance(v, list) else f"{k}={v}"
+            for k, v in line.items() if k not in _LOG_CONTEXT])
+        if isinstance(line, dict) else str(line)
+        for line in lines
+    )
 
 
-def _stop(process: subprocess.Popen, home: str, grace: float = 15) -> None:
-    """Stop the process group, then make sure nothing carrying this home survives."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and (process.poll() is None or _processes_with_home(home)):
-        time.sleep(0.2)
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=10)
-    survivors = _processes_with_home(home)
-    for pid in survivors:  # escaped the group (setsid): still ours, by the unique AIRFLOW_HOME
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    time.sleep(0.2)
-    if left := _processes_with_home(home):
-        raise RuntimeError(f"processes of the standalone Airflow at {home} survived SIGKILL: {left}")
-    if survivors:
-        raise RuntimeError(f"processes {survivors} escaped the standalone's process group and had to be killed")
+def _traceback(error_detail: list[dict]) -> str:
+    return "".join(
+        "\nTraceback (most recent call last):"
+        + "".join(f'\n  File "{f.get("filename")}", line {f.get("lineno")}, in {f.get("name")}'
+                  for f in error.get("frames", []))
+        + f"\n{error.get('exc_type')}: {error.get('exc_value')}"
+        for error in error_detail
+    )
 
 
 @contextmanager
@@ -333,6 +355,42 @@ def airflow_standalone(
     owns_home = home is None
     home_path = Path(tempfile.mkdtemp(prefix="airflow-standalone-") if owns_home else home).resolve()
     home_path.mkdir(parents=True, exist_ok=True)
+    try:
+        airflow = _launch(home_path, dags_folder, env, startup_timeout)
+        _RUNNING.append(airflow)
+        try:
+            yield airflow
+        finally:
+            _RUNNING.remove(airflow)
+            airflow.stop()
+    finally:
+        if owns_home:
+            import shutil
+
+            shutil.rmtree(home_path, ignore_errors=True)
+
+
+def _launch(home_path: Path, dags_folder: str | os.PathLike, env: Mapping[str, str] | None,
+            startup_timeout: float) -> StandaloneAirflow:
+    """Start an instance and wait until it serves; start again on other ports if one was taken."""
+    started = time.monotonic()
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        airflow = _start(home_path, dags_folder, env)
+        try:
+            airflow._wait_ready(startup_timeout)
+            airflow.started_in = time.monotonic() - started
+            return airflow
+        except BaseException as exc:
+            lost_port = isinstance(exc, PortTaken) or airflow.port_taken()
+            airflow.stop()
+            if not lost_port or attempt == PORT_ATTEMPTS:
+                raise
+            print(f"airflow standalone: port {airflow.port} was taken by another process, starting again")
+    raise AssertionError("the last attempt returns or raises")
+
+
+def _start(home_path: Path, dags_folder: str | os.PathLike, env: Mapping[str, str] | None) -> StandaloneAirflow:
+    """Launch ``airflow standalone`` in ``home_path`` on newly chosen free ports; do not wait for it."""
     port = free_port()
     venv_bin = str(Path(sys.executable).parent)
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -354,8 +412,7 @@ def airflow_standalone(
     )
     child_env.update(env or {})
     log_path = home_path / "standalone.log"
-    started = time.monotonic()
-    with open(log_path, "wb") as log_file:
+    with open(log_path, "ab") as log_file:  # appended: a start again after a lost port keeps the first's output
         process = subprocess.Popen(
             [str(Path(venv_bin) / "airflow"), "standalone"],
             cwd=home_path,
@@ -365,18 +422,7 @@ def airflow_standalone(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: one killpg stops every component
         )
-    airflow = StandaloneAirflow(home_path, port, process, log_path, child_env)
-    try:
-        airflow._wait_ready(startup_timeout)
-        airflow.started_in = time.monotonic() - started
-        yield airflow
-    finally:
-        airflow.client.close()
-        _stop(process, str(home_path))
-        if owns_home:
-            import shutil
-
-            shutil.rmtree(home_path, ignore_errors=True)
+    return StandaloneAirflow(home_path, port, process, log_path, child_env)
 
 
 def standalone_fixture(

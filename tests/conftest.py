@@ -48,6 +48,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed ``standalone`` test's report carries the logs of the failed task instances."""
+    report = yield
+    if report.failed and item.get_closest_marker("standalone"):
+        import airflow_standalone
+
+        for airflow in airflow_standalone.running():
+            report.sections.append((f"failed task logs of the airflow standalone at {airflow.url}",
+                                    airflow.failed_task_logs()))
+    return report
+
 
 @pytest.fixture(scope="session")
 def opa_binary() -> Path:
