@@ -311,16 +311,13 @@ def _gate_inputs(gate: Any, context: Any) -> tuple[list[tuple[str, str | None]],
 
 
 def _asked(gate: Any, context: Any) -> tuple[str, str, str]:
-    """(purpose, engine, entrypoint) the gate asks now, as its records name them: resolved as the gate
-    resolves them (its argument, else the ``[consent]`` setting)."""
-    from airflow_consent.config import settings
-    from airflow_consent.engines import engine_for
+    """(purpose, engine, entrypoint) the gate asks now, as its records name them: its settings resolved
+    as every gate run resolves them (``airflow_consent.run.resolve``)."""
+    from airflow_consent.run import arguments_of, resolve
 
-    config = settings()
+    settings = resolve(arguments_of(gate))
     purpose = gate.render_template(gate.purpose, context) if hasattr(gate, "render_template") else gate.purpose
-    engine = engine_for(getattr(gate, "opa_conn_id", None) or config.opa_conn_id,
-                        getattr(gate, "policy_path", None) or config.policy_path)
-    return purpose, engine.name, getattr(gate, "entrypoint", None) or config.entrypoint
+    return purpose, settings.engine().name, settings.entrypoint
 
 
 def _compare(

@@ -24,36 +24,43 @@ def check(
     datasets: Annotated[list[str], typer.Argument(help="dataset URIs (hive-partitioned)")],
     purpose: Annotated[str, typer.Option(help="purpose id from the taxonomy")],
     where: Annotated[list[str], typer.Option("--where", help="partition filter KEY=VALUE (repeat to AND)")] = [],  # noqa: B006
-    opa_conn_id: Annotated[str | None, typer.Option(help="an 'opa' Airflow connection; default: local opa")] = None,
-    policy_path: Annotated[str | None, typer.Option(help="policies for the local engine")] = None,
+    opa_conn_id: Annotated[str | None, typer.Option(
+        help="an 'opa' Airflow connection; default: [consent] opa_conn_id, else local opa")] = None,
+    policy_path: Annotated[str | None, typer.Option(
+        help="policies for the local engine; default: [consent] policy_path, else the shipped ones")] = None,
+    enforcement: Annotated[str | None, typer.Option(
+        help="deny, warn or dryrun for rules [consent] rule_enforcement does not set; default: [consent] "
+        "enforcement")] = None,
     dataset_config_path: Annotated[str | None, typer.Option(
-        help="directory of <dataset>.json evidence configurations; default: none (manifests only)")] = None,
+        help="directory of <dataset>.json evidence configurations; default: [consent] dataset_config_path")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Evaluate the gate outside Airflow. Exit 0 allowed, 1 denied, 2 engine or configuration error."""
-    from airflow_consent.engines.local import LocalOpaEngine
+    """Run the gate outside Airflow, with the settings a gate task would have (these options in place of
+    its arguments; nothing is recorded). Exit 0 passes, 1 blocked, 2 engine or configuration error."""
+    import dataclasses
+
+    from airflow_consent.config import settings
+    from airflow_consent.enforcement import check_mode, outcome
     from airflow_consent.errors import ConsentConfigurationError, EngineError, NoPartitionsFound
-    from airflow_consent.gate import DatasetSpec, evaluate_gate
     from airflow_consent.models import GateRequest, Requester
+    from airflow_consent.run import GateArguments, resolve, run_gate
 
     partition_filter = [_equality(term) for term in where] or None
-    if opa_conn_id:
-        from airflow_consent.hooks.opa import OpaHook
-
-        engine = OpaHook(opa_conn_id=opa_conn_id)
-    else:
-        engine = LocalOpaEngine(policy_path=policy_path)
     request = GateRequest(purpose=purpose, requested_by=Requester(kind="cli", id="airflow-consent check"),
                           evaluated_at=datetime.now(timezone.utc))
     try:
-        specs = [DatasetSpec(uri=d, dataset_config_path=dataset_config_path) for d in datasets]
-        report = evaluate_gate(request, specs, engine,
-                               partition_filter=partition_filter)
+        mode = check_mode(enforcement, "--enforcement") if enforcement else None
+        arguments = GateArguments(opa_conn_id=opa_conn_id, policy_path=policy_path, enforcement=mode,
+                                  dataset_config_path=dataset_config_path)
+        config = dataclasses.replace(settings(), pinned_task_arguments=())  # a policy author may try anything
+        resolved = resolve(arguments, config)
+        report = run_gate(request, resolved.specs([(uri, None) for uri in datasets]), resolved,
+                          partition_filter=partition_filter, record=False)
     except (ConsentConfigurationError, NoPartitionsFound, EngineError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BROKEN) from exc
     _print_report(report.model_dump(mode="json"), as_json)
-    raise typer.Exit(0 if report.allow else EXIT_DENIED)
+    raise typer.Exit(0 if outcome(report, "fail").passed else EXIT_DENIED)
 
 
 @app.command()

@@ -274,9 +274,9 @@ def first_event(trigger: ConsentPolicyTrigger) -> dict:
 def test_the_trigger_reports_a_non_boolean_allow_as_an_engine_error(studio, opa_binary, tmp_path, value):
     trigger = ConsentPolicyTrigger(
         request={"purpose": PURPOSE, "dag_id": "d", "run_id": "r", "task_id": "t"},
-        datasets=[{"uri": str(studio), "name": None}], entrypoint="bad/decision",
-        enforcement={"default": "deny", "per_rule": {}}, on_violation="fail", poke_interval=0.2,
-        policy_path=str(policies(tmp_path / "policies", {"allow": value, "violations": []})),
+        datasets=[{"uri": str(studio), "name": None}], on_violation="fail", poke_interval=0.2,
+        arguments={"entrypoint": "bad/decision",
+                   "policy_path": str(policies(tmp_path / "policies", {"allow": value, "violations": []}))},
     )
     event = first_event(trigger)
     assert event["status"] == "error"

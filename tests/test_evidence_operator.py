@@ -15,10 +15,15 @@ def gate(**overrides) -> ConsentGateOperator:
                                purpose="face_recognition_training", **overrides)
 
 
+def specs(task: ConsentGateOperator):
+    """The dataset specs a run of ``task`` evaluates."""
+    return task._settings().specs(task._datasets())
+
+
 def test_the_argument_reaches_every_dataset(monkeypatch):
     monkeypatch.setenv("AIRFLOW__CONSENT__DATASET_CONFIG_PATH", "/etc/consent/datasets")
-    specs = gate(dataset_config_path=Path("/opt/airflow/dags/datasets"))._dataset_specs()
-    assert [(s.uri, s.name, s.dataset_config_path) for s in specs] == [
+    found = specs(gate(dataset_config_path=Path("/opt/airflow/dags/datasets")))
+    assert [(s.uri, s.name, s.dataset_config_path) for s in found] == [
         ("/data/a", None, "/opt/airflow/dags/datasets"),
         ("file:///data/b", "b", "/opt/airflow/dags/datasets"),
     ]
@@ -26,9 +31,9 @@ def test_the_argument_reaches_every_dataset(monkeypatch):
 
 def test_the_setting_applies_when_the_task_names_none(monkeypatch):
     monkeypatch.setenv("AIRFLOW__CONSENT__DATASET_CONFIG_PATH", "/etc/consent/datasets")
-    assert {s.dataset_config_path for s in gate()._dataset_specs()} == {"/etc/consent/datasets"}
+    assert {s.dataset_config_path for s in specs(gate())} == {"/etc/consent/datasets"}
     monkeypatch.delenv("AIRFLOW__CONSENT__DATASET_CONFIG_PATH")
-    assert {s.dataset_config_path for s in gate()._dataset_specs()} == {None}
+    assert {s.dataset_config_path for s in specs(gate())} == {None}
 
 
 def test_the_setting_is_declared_in_provider_info():

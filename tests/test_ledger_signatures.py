@@ -6,6 +6,7 @@ moves the head forward); before records were signed, clearance cleared the train
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import stat
 import uuid
@@ -26,6 +27,7 @@ from airflow_consent.ledger import Ledger
 from airflow_consent.ledger.keys import KEY_FILE, LedgerKey, deployment_key
 from airflow_consent.ledger.records import record_hash
 from airflow_consent.models import DecidedPartition, GateReport, GateRequest
+from airflow_consent.policies import policy_dir
 from airflow_consent.sample_data import generate_profile_photos
 
 PURPOSE = "face_recognition_training"
@@ -192,6 +194,7 @@ def test_an_allow_for_another_purpose_engine_or_entrypoint_does_not_clear_the_ga
 
 def test_the_gates_engine_is_the_one_the_deployment_settings_give_it(tmp_path, dataset, on_disk, monkeypatch):
     """With ``[consent] policy_path`` set, a record by the shipped policies is another engine's."""
+    shutil.copytree(policy_dir(), tmp_path / "org-policies")
     monkeypatch.setenv("AIRFLOW__CONSENT__POLICY_PATH", str(tmp_path / "org-policies"))
     task = training_task(dataset)
     with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:

@@ -21,8 +21,7 @@ def gate(**overrides) -> ConsentGateOperator:
 
 def test_accepts_uris_and_assets():
     op = gate(datasets=["/data/a", Asset("b", uri="file:///data/b")])
-    assert [s.uri for s in op._dataset_specs()] == ["/data/a", "file:///data/b"]
-    assert [s.name for s in op._dataset_specs()] == [None, "b"]
+    assert op._datasets() == [("/data/a", None), ("file:///data/b", "b")]
 
 
 def test_a_single_dataset_need_not_be_a_list():

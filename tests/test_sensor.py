@@ -35,8 +35,7 @@ def trigger(dataset: Path, **overrides) -> ConsentPolicyTrigger:
     kwargs = {
         "request": {"purpose": PURPOSE, "dag_id": "d", "run_id": "r", "task_id": "t", "evaluated_at": "2026-11-26T00:00:00Z"},
         "datasets": [{"uri": str(dataset), "name": None}],
-        "entrypoint": "consent/main/decision",
-        "enforcement": {"default": "deny", "per_rule": {}},
+        "arguments": {},
         "on_violation": "fail",
         "poke_interval": 0.2,
     }
@@ -54,7 +53,8 @@ def first_event(trig: ConsentPolicyTrigger, timeout: float = 60) -> dict:
 
 
 def test_trigger_serializes_to_its_class_and_json_kwargs(tmp_path):
-    original = trigger(tmp_path, opa_conn_id="opa_prod", partition_filter=[["source", "=", "studio_optin"]])
+    original = trigger(tmp_path, arguments={"opa_conn_id": "opa_prod", "enforcement": "warn"},
+                       partition_filter=[["source", "=", "studio_optin"]])
     classpath, kwargs = original.serialize()
     assert classpath == "airflow_consent.triggers.consent.ConsentPolicyTrigger"
     rebuilt = ConsentPolicyTrigger(**json.loads(json.dumps(kwargs)))
@@ -69,7 +69,7 @@ def test_trigger_kwargs_carry_no_secret(tmp_path, monkeypatch, opa_binary):
     monkeypatch.setenv("AIRFLOW_CONN_OPA_PROD", json.dumps(conn))
     sensor = ConsentPolicySensor(task_id="wait", datasets=[str(tmp_path)], purpose=PURPOSE, opa_conn_id="opa_prod")
     _, kwargs = sensor._trigger({"run_id": "r"}).serialize()
-    assert kwargs["opa_conn_id"] == "opa_prod"
+    assert kwargs["arguments"]["opa_conn_id"] == "opa_prod"
     assert "s3cret-token" not in json.dumps(kwargs)
 
 
@@ -114,7 +114,7 @@ def test_trigger_reports_an_unreachable_engine(tmp_path, monkeypatch, opa_binary
     dataset = generate_profile_photos(tmp_path, sources=("studio_optin",))
     conn = {"conn_type": "opa", "host": "127.0.0.1", "port": free_port(), "extra": {"retries": 0, "timeout": 2}}
     monkeypatch.setenv("AIRFLOW_CONN_OPA_DOWN", json.dumps(conn))
-    event = first_event(trigger(dataset, opa_conn_id="opa_down"))
+    event = first_event(trigger(dataset, arguments={"opa_conn_id": "opa_down"}))
     assert event["status"] == "error"
     assert "policy engine unreachable" in event["message"]
 

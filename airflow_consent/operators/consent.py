@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +26,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
     from pydantic import JsonValue
 
-    from airflow_consent.config import ConsentSettings
-    from airflow_consent.enforcement import Enforcement, Outcome
-    from airflow_consent.engines import PolicyEngine
-    from airflow_consent.gate import DatasetSpec
+    from airflow_consent.enforcement import Outcome
     from airflow_consent.models import GateReport, GateRequest
+    from airflow_consent.run import GateSettings
 
 XCOM_REPORT_KEY = "gate_report"
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -114,17 +113,15 @@ class ConsentGateBaseOperator(BaseOperator):
             self._check_filter()
         if not isinstance(self.purpose, str):
             raise ConsentConfigurationError(f"{task}: purpose must be a string, not {self.purpose!r}")
-        if not _templated(self.purpose) and self.opa_conn_id is None and self.policy_path is None:
-            _validate_purpose(task, self.purpose)
         if self.enforcement is not None and self.enforcement not in MODES:
             raise ConsentConfigurationError(f"{task}: enforcement {self.enforcement!r} is not one of {MODES}")
         if self.on_violation not in ON_VIOLATION:
             raise ConsentConfigurationError(f"{task}: on_violation {self.on_violation!r} is not one of {ON_VIOLATION}")
         if self.approved_asset is not None and not isinstance(self.approved_asset, Asset):
             raise ConsentConfigurationError(f"{task}: approved_asset must be an Asset, not {self.approved_asset!r}")
-        from airflow_consent.config import settings
-
-        self._check_pinned(settings())
+        settings = self._settings()  # pinned arguments, [consent] modes
+        if not _templated(self.purpose) and settings.opa_conn_id is None:  # a server's taxonomy: checked at run time
+            _validate_purpose(task, self.purpose, settings.policy_path)
 
     def _check_filter(self) -> None:
         """``partition_filter`` must parse: when the DAG is parsed, or once rendered when it is templated."""
@@ -133,20 +130,14 @@ class ConsentGateBaseOperator(BaseOperator):
         except ConsentConfigurationError as exc:
             raise ConsentConfigurationError(f"{self.task_id}: {exc}") from exc
 
-    def _check_pinned(self, config: ConsentSettings) -> None:
-        """A gate may not set an argument the platform pinned (``[consent] pinned_task_arguments``)."""
-        from airflow_consent.config import PINNABLE_TASK_ARGUMENTS
+    def _settings(self) -> GateSettings:
+        """This gate's settings, resolved as every gate run resolves them (``airflow_consent.run.resolve``)."""
+        from airflow_consent.run import arguments_of, resolve
 
-        task = self.task_id
-        if unknown := sorted(set(config.pinned_task_arguments) - set(PINNABLE_TASK_ARGUMENTS)):
-            raise ConsentConfigurationError(
-                f"[consent] pinned_task_arguments names {unknown}; only {list(PINNABLE_TASK_ARGUMENTS)} can be pinned"
-            )
-        if overridden := [name for name in config.pinned_task_arguments if getattr(self, name, None) is not None]:
-            raise ConsentConfigurationError(
-                f"{task}: {', '.join(overridden)} set on the task, but the platform pins them to their [consent] "
-                "values (pinned_task_arguments): remove the argument(s) from the gate"
-            )
+        try:
+            return resolve(arguments_of(self))
+        except ConsentConfigurationError as exc:
+            raise ConsentConfigurationError(f"{self.task_id}: {exc}") from exc
 
     # --- at run time -------------------------------------------------------------------------
 
@@ -166,44 +157,25 @@ class ConsentGateBaseOperator(BaseOperator):
         )
 
     def _evaluate(self, context: Context) -> GateReport:
-        """One evaluation: discover, ask OPA once, apply enforcement modes, log the report."""
-        from airflow_consent.config import settings
-        from airflow_consent.gate import evaluate_gate
+        """One gate run (``airflow_consent.run.run_gate``): evaluate, enforce, record; log the report."""
         from airflow_consent.report import render_text
+        from airflow_consent.run import run_gate
 
-        config = settings()
-        self._check_pinned(config)
         self._check_filter()
-        request = self._gate_request(context)
-        report = evaluate_gate(
-            request,
-            self._dataset_specs(),
-            self._engine(config),
-            entrypoint=self.entrypoint or config.entrypoint,
+        settings = self._settings()
+        report = run_gate(
+            self._gate_request(context),
+            settings.specs(self._datasets()),
+            settings,
             partition_filter=self.partition_filter or None,
-            chunk_size=config.query_chunk_size,
             # gate.py annotates logging.Logger; Airflow's task log is a structlog logger with the same methods
             logger=self.log,  # type: ignore[arg-type]
         )
-        enforcement = self._enforcement(config)
-        report = enforcement.apply(report)
-        self._record(report, request, enforcement.default, config.ledger_url)
         self.log.info("%s", render_text(report))
         if not report.blocked and report.denied:
             self.log.warning("Partitions with violations not enforced (warn/dryrun): %s",
                              ", ".join(p.id for p in report.denied))
         return report
-
-    def _record(self, report: GateReport, request: GateRequest, mode: str, ledger_url: str) -> None:
-        """Append the decision to the ledger. Fails closed: a ``LedgerError`` raises, and the task is retried."""
-        from airflow_consent.ledger import Ledger
-
-        with Ledger(ledger_url) as ledger:
-            recorded = ledger.record(report, request, mode=mode, input_digest=report.input_digest or "")
-        if recorded:
-            self.log.info("Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %d:%s",
-                          len(recorded), ledger.display_url, recorded[0].seq, recorded[-1].seq, recorded[-1].seq,
-                          recorded[-1].record_hash)
 
     def _publish(self, context: Context, report: GateReport, outcome: Outcome) -> list[JsonValue]:
         """Push the report to XCom and, when the gate passes, the approved-asset event; return the approved."""
@@ -223,28 +195,9 @@ class ConsentGateBaseOperator(BaseOperator):
             }
         return approved
 
-    def _dataset_specs(self) -> list[DatasetSpec]:
-        from airflow_consent.config import settings
-        from airflow_consent.gate import DatasetSpec
-
-        config_path = self.dataset_config_path or settings().dataset_config_path
-        return [
-            DatasetSpec(uri=d.uri, name=d.name, dataset_config_path=config_path)
-            if isinstance(d, Asset)
-            else DatasetSpec(uri=str(d), dataset_config_path=config_path)
-            for d in self.datasets
-        ]
-
-    def _engine(self, config: ConsentSettings) -> PolicyEngine:
-        from airflow_consent.engines import engine_for
-
-        return engine_for(self.opa_conn_id or config.opa_conn_id, self.policy_path or config.policy_path)
-
-    def _enforcement(self, config: ConsentSettings) -> Enforcement:
-        from airflow_consent.enforcement import Enforcement, check_mode, parse_rule_modes
-
-        default = self.enforcement or check_mode(config.enforcement, "[consent] enforcement")
-        return Enforcement(default=default, per_rule=parse_rule_modes(config.rule_enforcement))
+    def _datasets(self) -> list[tuple[str, str | None]]:
+        """(URI, name) of each dataset; a plain URI's name is its last path component."""
+        return [(d.uri, d.name) if isinstance(d, Asset) else (str(d), None) for d in self.datasets]
 
 
 class ConsentGateOperator(ConsentGateBaseOperator):
@@ -271,8 +224,14 @@ class ConsentGateOperator(ConsentGateBaseOperator):
         return approved
 
 
-def _validate_purpose(task_id: str, purpose: str) -> None:
-    known = purpose_taxonomy()
+def _validate_purpose(task_id: str, purpose: str, policy_path: str | None) -> None:
+    """``purpose`` must be in the taxonomy of the policies the gate will use."""
+    try:
+        known = purpose_taxonomy(Path(policy_path) if policy_path else None)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConsentConfigurationError(
+            f"{task_id}: cannot read the purpose taxonomy of the policies at {policy_path}: {exc}"
+        ) from exc
     if purpose not in known:
         raise ConsentConfigurationError(
             f"{task_id}: unknown purpose {purpose!r}; the purpose taxonomy has: {', '.join(sorted(known))}"

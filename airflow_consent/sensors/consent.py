@@ -4,7 +4,8 @@ It separates *not yet* — no partitions yet, a manifest or attestation missing,
 re-collected: keep waiting — from *never* — a violation of a rule whose METADATA says
 ``recoverable: false``, such as a license that forbids the purpose: fail at once (or skip, with
 ``soft_fail``). Poke and reschedule modes poke from a worker; the deferrable mode waits in the
-triggerer (``ConsentPolicyTrigger``) and holds no worker slot.
+triggerer (``ConsentPolicyTrigger``) and holds no worker slot. Either way every evaluation is one
+gate run (``airflow_consent.run``), recorded in the ledger where it was made.
 """
 
 from __future__ import annotations
@@ -86,12 +87,7 @@ class ConsentPolicySensor(ConsentGateBaseOperator, _DeferrableSensor):
             raise AirflowFailException(f"consent sensor misconfigured: {payload['message']}")
         if status not in {"passed", "never"}:
             raise AirflowException(f"consent sensor: unexpected trigger event {event!r}")
-        from airflow_consent.config import settings
-
-        report = GateReport.model_validate(payload["report"])
-        config = settings()
-        request = self._gate_request(context).model_copy(update={"evaluated_at": report.evaluated_at})
-        self._record(report, request, self._enforcement(config).default, config.ledger_url)
+        report = GateReport.model_validate(payload["report"])  # recorded in the ledger by the trigger
         result = self._judge(context, report)
         if not result:
             raise AirflowException("consent sensor: the trigger fired but the partitions do not pass yet")
@@ -112,22 +108,18 @@ class ConsentPolicySensor(ConsentGateBaseOperator, _DeferrableSensor):
         return PokeReturnValue(is_done=True, xcom_value=approved)
 
     def _trigger(self, context: Context) -> ConsentPolicyTrigger:
-        from airflow_consent.config import settings
+        """The trigger carries the gate's own arguments: the triggerer resolves them under its ``[consent]``."""
+        from airflow_consent.run import arguments_of
         from airflow_consent.triggers.consent import ConsentPolicyTrigger
 
-        config = settings()
-        self._check_pinned(config)
-        enforcement = self._enforcement(config)
+        self._settings()  # a pinned argument fails here, before deferring
         return ConsentPolicyTrigger(
             request=self._gate_request(context).model_dump(mode="json"),
-            datasets=[dataclasses.asdict(spec) for spec in self._dataset_specs()],
-            entrypoint=self.entrypoint or config.entrypoint,
-            enforcement={"default": enforcement.default, "per_rule": dict(enforcement.per_rule)},
+            datasets=[{"uri": uri, "name": name} for uri, name in self._datasets()],
+            arguments=dataclasses.asdict(arguments_of(self)),
             on_violation=self.on_violation,
             poke_interval=self.poke_interval,
             partition_filter=self.partition_filter or None,
-            opa_conn_id=self.opa_conn_id or config.opa_conn_id,
-            policy_path=self.policy_path or config.policy_path,
             exponential_backoff=self.exponential_backoff,
             max_wait=self.max_wait.total_seconds() if isinstance(self.max_wait, timedelta) else self.max_wait,
         )

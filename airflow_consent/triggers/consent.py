@@ -1,9 +1,11 @@
 """ConsentPolicyTrigger: the deferrable sensor's wait, run in the triggerer without a worker slot.
 
-It evaluates the gate in a loop — file reads in a worker thread, the OPA query through the async
-client (or an async ``opa eval``) — until the partitions pass, or a hopeless violation or an error
-ends the wait. Its kwargs carry ids and settings only: the connection's secrets are read in the
-triggerer (``aget_connection``), never serialised.
+It runs the gate in a loop (``airflow_consent.run.arun_gate``: file reads, building and checking
+each query's document in a worker thread, the OPA query through the async client or an async
+``opa eval``, each evaluation recorded in the ledger) until the partitions pass, or a hopeless
+violation or an error ends the wait. Its kwargs carry ids and the gate's own arguments only: the
+triggerer resolves them under its own ``[consent]``, and reads the connection's secrets itself
+(``aget_connection``); nothing secret is serialised.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ class ConsentPolicyTrigger(BaseTrigger):
     """Re-evaluate every ``poke_interval`` seconds; fire once with the final report or the error.
 
     Events: ``{"status": "passed" | "never", "report": {...}}``, ``{"status": "error", "message"}``
-    (engine failure: the task fails and is retried) or ``{"status": "misconfigured", "message"}``.
+    (engine or ledger failure: the task fails and is retried) or ``{"status": "misconfigured", "message"}``.
     """
 
     def __init__(
@@ -28,26 +30,20 @@ class ConsentPolicyTrigger(BaseTrigger):
         *,
         request: dict,
         datasets: list[dict],
-        entrypoint: str,
-        enforcement: dict,
+        arguments: dict,
         on_violation: str,
         poke_interval: float,
         partition_filter: list | None = None,
-        opa_conn_id: str | None = None,
-        policy_path: str | None = None,
         exponential_backoff: bool = False,
         max_wait: float | None = None,
     ):
         super().__init__()
         self.request = request
         self.datasets = datasets
-        self.entrypoint = entrypoint
-        self.enforcement = enforcement
+        self.arguments = arguments
         self.on_violation = on_violation
         self.poke_interval = poke_interval
         self.partition_filter = partition_filter
-        self.opa_conn_id = opa_conn_id
-        self.policy_path = policy_path
         self.exponential_backoff = exponential_backoff
         self.max_wait = max_wait
 
@@ -57,50 +53,42 @@ class ConsentPolicyTrigger(BaseTrigger):
             {
                 "request": self.request,
                 "datasets": self.datasets,
-                "entrypoint": self.entrypoint,
-                "enforcement": self.enforcement,
+                "arguments": self.arguments,
                 "on_violation": self.on_violation,
                 "poke_interval": self.poke_interval,
                 "partition_filter": self.partition_filter,
-                "opa_conn_id": self.opa_conn_id,
-                "policy_path": self.policy_path,
                 "exponential_backoff": self.exponential_backoff,
                 "max_wait": self.max_wait,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_consent.config import settings
-        from airflow_consent.enforcement import Enforcement, wait_verdict
-        from airflow_consent.engines import engine_for
-        from airflow_consent.errors import ConsentConfigurationError, EngineError, NoPartitionsFound
-        from airflow_consent.gate import DatasetSpec, aevaluate_gate
+        from airflow_consent.enforcement import wait_verdict
+        from airflow_consent.errors import ConsentConfigurationError, EngineError, LedgerError, NoPartitionsFound
         from airflow_consent.models import GateRequest
+        from airflow_consent.run import GateArguments, arun_gate, resolve
 
-        enforcement = Enforcement(default=self.enforcement["default"], per_rule=self.enforcement["per_rule"])
-        specs = [DatasetSpec(**spec) for spec in self.datasets]
-        engine = engine_for(self.opa_conn_id, self.policy_path)
         attempt = 0
         while True:
             request = GateRequest.model_validate({**self.request, "evaluated_at": datetime.now(timezone.utc)})
             try:
-                report = await aevaluate_gate(request, specs, engine, entrypoint=self.entrypoint,
-                                              partition_filter=self.partition_filter,
-                                              chunk_size=settings().query_chunk_size,  # the triggerer's own
-                                              logger=self.log)
+                settings = resolve(GateArguments(**self.arguments))  # the triggerer's own [consent]
+                specs = settings.specs([(d["uri"], d.get("name")) for d in self.datasets])
+                report = await arun_gate(request, specs, settings, partition_filter=self.partition_filter,
+                                         logger=self.log)
             except NoPartitionsFound as exc:
                 self.log.info("Not yet: %s", exc)
             except ConsentConfigurationError as exc:
                 yield TriggerEvent({"status": "misconfigured", "message": str(exc)})
                 return
-            except EngineError as exc:
+            except (EngineError, LedgerError) as exc:
                 yield TriggerEvent({"status": "error", "message": str(exc)})
                 return
             else:
-                report = enforcement.apply(report)
                 verdict = wait_verdict(report, self.on_violation)  # type: ignore[arg-type]
                 if verdict.state != "wait":
-                    yield TriggerEvent({"status": verdict.state, "report": report.model_dump(mode="json")})
+                    document = await asyncio.to_thread(report.model_dump, mode="json")
+                    yield TriggerEvent({"status": verdict.state, "report": document})
                     return
                 self.log.info("Not yet: waiting for %s", ", ".join(p.id for p in verdict.waiting))
             attempt += 1
