@@ -133,7 +133,8 @@ def test_the_revocation_list_is_read_once_and_small_partitions_are_matched_toget
 
 @pytest.mark.parametrize("subject_type", [pa.string(), pa.int64()])
 def test_streamed_and_grouped_partitions_measure_the_same(data, conf, tmp_path, subject_type):
-    """A partition bigger than one batch is streamed; smaller ones are measured together: same numbers."""
+    """A partition bigger than one batch is streamed; smaller ones are measured together, or alone when two
+    do not fit in a batch: same numbers."""
     import random
 
     rng = random.Random(7)
@@ -154,11 +155,14 @@ def test_streamed_and_grouped_partitions_measure_the_same(data, conf, tmp_path, 
     revoked = [str(s) if subject_type == pa.int64() else f"s{s}" for s in range(0, 30, 4)]
     write_config(conf, config(batch_rows=1 << 20), revoked=revoked)
     grouped = collect(data, conf)
+    write_config(conf, config(batch_rows=60), revoked=revoked)  # 40-59 rows each: one partition per batch
+    alone = collect(data, conf)
     write_config(conf, config(batch_rows=7), revoked=revoked)
     streamed = collect(data, conf)
 
     assert all(problems == [] for _, problems in grouped.values())
-    assert grouped == streamed
+    assert any(e.content.revoked.rows for e, _ in grouped.values())
+    assert grouped == alone == streamed
     assert {e.content.rows for e, _ in grouped.values()} == {sum(t.num_rows for t in tables[s]) for s in "abc"}
 
 
