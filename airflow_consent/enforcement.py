@@ -97,6 +97,7 @@ def wait_verdict(report: GateReport, on_violation: OnViolation) -> WaitVerdict:
     (consent re-collected, a manifest or attestation supplied). With ``exclude``, hopeless
     partitions are dropped and the sensor waits for the rest.
     """
+    state: Literal["passed", "wait", "never"]
     hopeless = [p for p in report.blocked
                 if any(v.enforcement == "deny" and not v.recoverable for v in p.violations)]
     waiting = [p for p in report.blocked if p not in hopeless]

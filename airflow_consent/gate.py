@@ -231,9 +231,10 @@ def _check_decision(result: object, partitions: list[PartitionInput], engine: st
         problems = []
         for error in exc.errors():
             loc = error["loc"]  # ("partitions", 3, "allow"): named by the partition's id, the index is no help
-            partition = f"partition {ids[loc[1]]!r}: " if loc[:1] == ("partitions",) and len(loc) > 1 else ""
+            index = loc[1] if loc[:1] == ("partitions",) and len(loc) > 1 else None
+            where = f"partition {ids[index]!r}: " if isinstance(index, int) and index < len(ids) else ""
             field = ".".join(map(str, loc)) or "the decision"
-            problems.append(f"{partition}{field}: {error['msg']}, got {error['input']!r:.200}")
+            problems.append(f"{where}{field}: {error['msg']}, got {error['input']!r:.200}")
         more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         raise MalformedDecision(f"the decision does not match the contract: {'; '.join(problems[:5])}{more}",
                                 engine=engine) from exc

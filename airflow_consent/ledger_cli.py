@@ -175,7 +175,7 @@ def _table(records: list[LedgerRecord]):
         verdict = Text("allow", style="green") if record.allow else Text("deny", style="bold red")
         if record.mode != "deny":
             verdict.append(f" ({record.mode})", style="yellow")
-        cells = [
+        cells: list[str | Text] = [
             str(record.seq),
             record.recorded_at.strftime("%m-%d %H:%M:%S"),
             f"{record.dag_id or '-'}.{record.task_id or '-'}",

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-MANIFEST_VERSION = "1"  # the version of a single-license manifest (the sample data's)
+MANIFEST_VERSION: Literal["1"] = "1"  # the version of a single-license manifest (the sample data's)
 MANIFEST_VERSIONS = ("1", "2")
 # Comparison operators of a partition filter (pyarrow's DNF filter format).
 FILTER_OPERATORS = frozenset({"=", "==", "!=", "<", ">", "<=", ">=", "in", "not in"})

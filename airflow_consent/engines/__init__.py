@@ -18,7 +18,8 @@ class EngineAnswer:
 class PolicyEngine(Protocol):
     """Evaluates one entrypoint over one input document; raises ``EngineError`` on any failure."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer: ...
 
@@ -36,8 +37,8 @@ def describe_opa_errors(errors: object) -> str:
             lines.append(repr(error)[:500])
             continue
         location = error.get("location")
-        located = isinstance(location, dict) and location
-        where = f"{location.get('file', '')}:{location.get('row', '')}: " if located else ""
+        located = location if isinstance(location, dict) else {}
+        where = f"{located.get('file', '')}:{located.get('row', '')}: " if located else ""
         lines.append(f"{where}{error.get('code', 'error')}: {error.get('message', error)}")
     return "; ".join(lines)
 

@@ -159,6 +159,9 @@ class OpaHook(BaseHook):
             raise EngineUnreachable(f"cannot connect to {client.root_url}: {exc}", engine=self.name) from exc
         except requests.HTTPError as exc:
             response = exc.response
+            if response is None:
+                raise EngineHTTPError(f"HTTP error without a response from {client.root_url}: {exc}",
+                                      engine=self.name, status=0) from exc
             errors = _json_or_none(response).get("errors")
             if errors:  # compile errors, builtin errors under strict-builtin-errors: not transient
                 raise PolicyError(describe_opa_errors(errors), engine=self.name) from exc
