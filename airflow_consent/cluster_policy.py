@@ -161,20 +161,21 @@ class TrainingScan:
     """
 
     def __init__(self, dag: Any, settings: EnforcementSettings):
-        self.tasks: dict[str, Any] = dict(dag.task_dict)
-        self.shape = _shape(self.tasks)
-        gates = {task_id for task_id, task in self.tasks.items() if is_gate(task)}
-        order = _topological_order(self.tasks)
+        tasks: dict[str, Any] = dict(dag.task_dict)
+        self.shape = _shape(tasks)  # ids, not tasks: a scan kept for the next hook does not keep the DAG alive
+        self.walked = {task_id: id(task) for task_id, task in tasks.items()}
+        gates = {task_id for task_id, task in tasks.items() if is_gate(task)}
+        order = _topological_order(tasks)
         self.gated: set[str] = set()  # a gate upstream
         feeds_gate: set[str] = set()  # a gate downstream
         for marks, walk, relatives in ((self.gated, order, "upstream_task_ids"),
                                        (feeds_gate, reversed(order), "downstream_task_ids")):
             for task_id in walk:
-                if any(r in gates or r in marks for r in getattr(self.tasks[task_id], relatives)):
+                if any(r in gates or r in marks for r in getattr(tasks[task_id], relatives)):
                     marks.add(task_id)
         tagged = _training_tags(dag, settings)
         self.reasons: dict[str, str] = {}  # task id -> why it is a training task
-        for task_id, task in self.tasks.items():
+        for task_id, task in tasks.items():
             if task_id in gates:
                 continue
             if reason := _own_reason(task, settings):
@@ -391,7 +392,7 @@ class _Parse:
             if not scan.describes(dag):
                 scan = self._scan = TrainingScan(dag, self.settings)
         task_id = task.task_id
-        if scan.tasks.get(task_id) is not task:  # a task added since: on its own
+        if scan.walked.get(task_id) != id(task):  # a task added since: on its own
             return training_reason(task, self.settings)
         return scan.reasons.get(task_id)
 
