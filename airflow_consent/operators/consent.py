@@ -23,6 +23,7 @@ from airflow_consent.errors import ConsentConfigurationError, ConsentDenied, NoP
 from airflow_consent.policies import purpose_taxonomy
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
     from pydantic import JsonValue
 
@@ -64,6 +65,7 @@ class ConsentGateBaseOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("datasets", "purpose", "partition_filter", "model")
     ui_color = "#f6d8a8"
+    _lineage_report: GateReport | None = None  # this task's latest report, for its OpenLineage events
 
     def __init__(
         self,
@@ -171,6 +173,7 @@ class ConsentGateBaseOperator(BaseOperator):
             # gate.py annotates logging.Logger; Airflow's task log is a structlog logger with the same methods
             logger=self.log,  # type: ignore[arg-type]
         )
+        self._lineage_report = report
         self.log.info("%s", render_text(report))
         if not report.blocked and report.denied:
             self.log.warning("Partitions with violations not enforced (warn/dryrun): %s",
@@ -179,6 +182,7 @@ class ConsentGateBaseOperator(BaseOperator):
 
     def _publish(self, context: Context, report: GateReport, outcome: Outcome) -> list[JsonValue]:
         """Push the report to XCom and, when the gate passes, the approved-asset event; return the approved."""
+        self._lineage_report = report  # a deferred sensor's report comes from the trigger
         context["ti"].xcom_push(key=XCOM_REPORT_KEY, value=report.model_dump(mode="json"))
         approved: list[JsonValue] = [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in outcome.approved]
         for partition in outcome.excluded:
@@ -194,6 +198,33 @@ class ConsentGateBaseOperator(BaseOperator):
                 "excluded_partitions": [p.id for p in outcome.excluded],
             }
         return approved
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """For the OpenLineage provider: this task's decision as facets (``airflow_consent.lineage``);
+        the partitions that passed are the ``subset`` of each input."""
+        return self._openlineage(completed=True)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage | None:
+        """For the OpenLineage provider: the facets of a failed gate; its decision, if it reached one."""
+        return self._openlineage(completed=False)
+
+    def _openlineage(self, *, completed: bool) -> OperatorLineage | None:
+        """Never raises, so lineage cannot change the verdict; None without the OpenLineage provider."""
+        try:
+            from airflow_consent.enforcement import outcome
+            from airflow_consent.lineage import gate_lineage
+
+            report = self._lineage_report
+            return gate_lineage(
+                report, outcome(report, self.on_violation) if report else None, self._datasets(),
+                enforcement=self._settings().enforcement.default, on_violation=self.on_violation,
+                model=self.model, completed=completed,
+            )
+        except ImportError:
+            return None
+        except Exception:
+            self.log.warning("The consent gate's OpenLineage facets could not be built", exc_info=True)
+            return None
 
     def _datasets(self) -> list[tuple[str, str | None]]:
         """(URI, name) of each dataset; a plain URI's name is its last path component."""
