@@ -15,8 +15,12 @@ EXIT_DENIED = 1
 EXIT_BROKEN = 2
 
 from airflow_consent.ledger_cli import app as ledger_app  # noqa: E402
+from airflow_consent.policy_cli import app as policy_app  # noqa: E402
+from airflow_consent.policy_cli import reference_app  # noqa: E402
 
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(policy_app, name="policy")
+app.add_typer(reference_app, name="reference")
 
 
 @app.command()
