@@ -29,11 +29,11 @@ def test_the_plugin_loads_with_and_without_lazy_provider_discovery(tmp_path, laz
     out = subprocess.run([sys.executable, "-c", PLUGINS], env=env, capture_output=True, text=True, check=True).stdout
     loaded = json.loads(out.strip().splitlines()[-1])
 
-    assert loaded["plugins"] == ["airflow_consent"]
-    assert loaded["links"] == ["Consent report"]
+    assert loaded["plugins"].count("airflow_consent") == 1  # beside other providers' (e.g. OpenLineage's)
+    assert "Consent report" in loaded["links"]
     # registered twice on purpose: with lazy discovery off, Airflow skips the provider-info copy and says so
-    expected = {} if lazy == "True" else {"airflow_consent": "Plugin 'airflow_consent' already registered, skipping"}
-    assert loaded["errors"] == expected
+    expected = None if lazy == "True" else "Plugin 'airflow_consent' already registered, skipping"
+    assert loaded["errors"].get("airflow_consent") == expected
 
 
 def test_the_consent_report_link_points_at_the_gate_reports_xcom_tab():
