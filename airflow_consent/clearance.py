@@ -27,6 +27,12 @@ The task is refused, with a message that says which, when
 Every refusal fails the task without retries (``ClearanceDenied``, an ``AirflowFailException``); a
 ledger that cannot be read raises ``LedgerError`` and the task is retried.
 
+A cleared task's use is recorded before it starts (``enforce_clearance``): a usage record in the
+ledger names the task instance, each partition it was cleared on (id, fingerprint, gate, decision
+ids), its gates' arguments and its outlets (the models it produces), signed like a decision, so
+``airflow-consent audit`` can say later which runs and models used data that is now revoked. A use
+that cannot be recorded fails the task like a ledger that cannot be read (``LedgerError``).
+
 With a gate in ``on_violation="exclude"`` mode, the partitions it denied in this run are not inputs
 of the training task and are skipped; every other partition on disk must have been allowed by it,
 and at least one must be. A partition the gate never decided (added after the gate ran) is refused,
@@ -43,6 +49,7 @@ decision id in the ledger, with the fingerprint the event names, which must stil
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,6 +93,8 @@ class RequiredPartition:
     excludable: bool
     partition: DiscoveredPartition | None = field(default=None, repr=False, compare=False)
     """The partition as discovered and fingerprinted now: its URI, data files and filesystem."""
+    decision_ids: tuple[str, ...] = ()
+    """The ledger decisions that let it through (one per gate that checks it)."""
 
 
 class ClearanceDenied(AirflowFailException):
@@ -104,11 +113,37 @@ def enforce_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Re
     except ClearanceRefused as refused:
         logger.error("%s", refused)  # readable in the task log; the exception repeats it
         raise ClearanceDenied(refused) from refused
+    usage = _record_usage(task, context, cleared, ledger)
     logger.info(
-        "Consent clearance: %s may start on %d partition(s) allowed in run %s (gates: %s)",
-        task.task_id, len(cleared), context["run_id"], ", ".join(sorted({p.gate for p in cleared})),
+        "Consent clearance: %s may start on %d partition(s) allowed in run %s (gates: %s); its use is usage "
+        "record %d in the consent ledger",
+        task.task_id, len(cleared), context["run_id"], ", ".join(sorted({p.gate for p in cleared})), usage.seq,
     )
     return cleared
+
+
+def _record_usage(task: Any, context: Any, cleared: list[RequiredPartition], ledger: Any) -> Any:
+    """Append the usage record of a cleared task (``LedgerError`` when it cannot be written)."""
+    from airflow_consent.cluster_policy import upstream_gates
+    from airflow_consent.ledger.usage import UsedPartition
+    from airflow_consent.run import arguments_of
+
+    used = [UsedPartition(id=p.id, uri=p.partition.uri, fingerprint=p.fingerprint, dataset=p.partition.dataset,
+                          root=p.partition.root, keys=dict(p.partition.keys), gate=p.gate,
+                          decision_ids=list(p.decision_ids))
+            for p in cleared if p.partition is not None]
+    gates: dict[str, dict | None] = {p.gate: None for p in cleared}  # approved-asset events: no gate arguments
+    gates.update({gate.task_id: dataclasses.asdict(arguments_of(gate)) for gate in upstream_gates(task)})
+    ti = context.get("ti")
+    map_index = getattr(ti, "map_index", None)
+    outlets = [uri for outlet in getattr(task, "outlets", None) or ()
+               if isinstance(uri := getattr(outlet, "uri", None) or getattr(outlet, "name", None), str)]
+    with _opened(ledger) as opened:
+        return opened.record_usage(
+            dag_id=task.dag_id, run_id=context["run_id"], task_id=task.task_id,
+            map_index=-1 if map_index is None else map_index,
+            try_number=getattr(ti, "try_number", None), partitions=used, gates=gates, outlets=outlets,
+        )
 
 
 def check_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[RequiredPartition]:
@@ -217,7 +252,7 @@ def _check_approvals(approvals: list[tuple[str, dict]], ledger: Any, head: str) 
                 ))
             else:
                 required.append(RequiredPartition(id=pid, fingerprint=now[1], gate=uri, excludable=False,
-                                                  partition=now[0]))
+                                                  partition=now[0], decision_ids=(decision_id,)))
     if problems:
         raise ClearanceRefused(_message(head, problems), problems)
     return required
@@ -372,7 +407,9 @@ def _compare(
                 f"{decision.fingerprint}, on disk now {partition.fingerprint}",
             ))
         else:
-            passed.setdefault(partition.id, partition)
+            earlier = passed.get(partition.id, partition)
+            ids = (*earlier.decision_ids, decision.decision_id) if decision.decision_id else earlier.decision_ids
+            passed[partition.id] = dataclasses.replace(earlier, decision_ids=ids)
     return [p for pid, p in passed.items() if pid not in excluded], problems
 
 

@@ -95,6 +95,29 @@ def report(
     _print_report(json.loads(value) if isinstance(value, str) else value, as_json)
 
 
+@app.command()
+def audit(
+    purpose: Annotated[str | None, typer.Option(help="only uses cleared for this purpose")] = None,
+    since: Annotated[str | None, typer.Option(
+        help="only uses recorded at or after this ISO 8601 date or time (UTC when no zone)")] = None,
+    url: Annotated[str | None, typer.Option("--url", help="ledger database URL; default: [consent] ledger_url")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the audit as JSON")] = False,
+) -> None:
+    """Re-audit what training used: every partition a training task was cleared on, against today's
+    revocation lists and policies; names the runs, tasks and models affected and records the audit in
+    the ledger. Exit 0 nothing affected, 1 affected (or a used partition changed or gone), 2 broken."""
+    from airflow_consent.audit import parse_since, render_audit, run_audit
+    from airflow_consent.errors import ConsentError
+
+    try:
+        report = run_audit(purpose=purpose, since=parse_since(since), ledger_url=url)
+    except (ConsentError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BROKEN) from exc
+    typer.echo(report.model_dump_json(indent=2) if as_json else render_audit(report))
+    raise typer.Exit(0 if report.outcome == "clean" else EXIT_DENIED)
+
+
 @app.command("opa-path")
 def opa_path() -> None:
     """Print the pinned OPA binary's path, building or downloading it first if needed."""

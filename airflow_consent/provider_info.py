@@ -18,7 +18,8 @@ def get_provider_info() -> dict:
         "integrations": [
             {"integration-name": _OPA, "external-doc-url": "https://www.openpolicyagent.org/docs/", "tags": ["software"]}
         ],
-        "operators": [{"integration-name": _OPA, "python-modules": ["airflow_consent.operators.consent"]}],
+        "operators": [{"integration-name": _OPA,
+                       "python-modules": ["airflow_consent.operators.consent", "airflow_consent.operators.audit"]}],
         "hooks": [{"integration-name": _OPA, "python-modules": ["airflow_consent.hooks.opa"]}],
         "plugins": [{"name": "airflow_consent", "plugin-class": "airflow_consent.plugin.ConsentPlugin"}],
         "connection-types": [

@@ -4,11 +4,13 @@ Appends are serialized so the chain never forks: SQLite takes the database write
 (``BEGIN IMMEDIATE``, waiting up to the busy timeout), PostgreSQL a transaction-scoped advisory
 lock. Under the lock an append reads the head, checks it against the last record, chains the new
 records onto it, signs them with the deployment's key (``ledger/keys.py``), inserts them and moves
-the head, all in one transaction.
+the head, all in one transaction. The usage and audit chains (``ledger/usage.py``) are appended
+under the same lock, each onto its own head, and read back whole and verified.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +22,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Table,
     TypeDecorator,
     create_engine,
     event,
@@ -35,10 +38,20 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from airflow_consent.errors import ConsentConfigurationError, LedgerError, LedgerTampered
 from airflow_consent.ledger.keys import LedgerKey, deployment_key
 from airflow_consent.ledger.records import GENESIS, LedgerRecord, canonical_json, record_hash, timestamp
-from airflow_consent.ledger.schema import HEAD_ID, head_table, ledger_table, metadata, trigger_ddl
+from airflow_consent.ledger.schema import (
+    HEAD_ID,
+    chain_metadata,
+    chain_trigger_ddl,
+    head_table,
+    ledger_table,
+    metadata,
+    trigger_ddl,
+)
+from airflow_consent.ledger.usage import AUDIT, USAGE, AuditRecord, Chain, UsageRecord, chain_problems, chained_rows
 from airflow_consent.ledger.verify import Head, VerifyResult, verify_chain
 
 if TYPE_CHECKING:
+    from airflow_consent.ledger.usage import UsedPartition
     from airflow_consent.models import GateReport, GateRequest
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -74,6 +87,7 @@ class LatestDecision(NamedTuple):
     purpose: str
     engine: str
     entrypoint: str
+    decision_id: str | None = None
 
 
 def normalize_url(url: str) -> str:
@@ -188,27 +202,42 @@ class Ledger:
             raise LedgerError(f"could not append to the consent ledger at {self.display_url}: {exc}") from exc
         return [LedgerRecord.from_row(row) for row in rows]
 
-    def _locked_head(self, conn: Connection) -> Head:
-        """The head, read under the write lock, after checking the last record still matches it."""
-        if not self._schema_ready:
+    def _locked_head(self, conn: Connection, chain: Chain | None = None) -> Head:
+        """The head of the decisions (or of ``chain``), read under the write lock, after checking the last
+        record still matches it."""
+        if chain is not None:
+            self._create_chain(conn, chain)
+        elif not self._schema_ready:
             self._create_schema(conn)
-        last = select(ledger_table.c.seq, ledger_table.c.record_hash).order_by(ledger_table.c.seq.desc()).limit(1)
+        records, heads = (chain.records, chain.head) if chain is not None else (ledger_table, head_table)
+        last = select(records.c.seq, records.c.record_hash).order_by(records.c.seq.desc()).limit(1)
         tail = last.subquery()
         both = conn.execute(  # one round trip while holding the lock
-            select(head_table.c.last_seq, head_table.c.last_hash, tail.c.seq, tail.c.record_hash)
-            .select_from(head_table.outerjoin(tail, true()))
-            .where(head_table.c.id == HEAD_ID)
+            select(heads.c.last_seq, heads.c.last_hash, tail.c.seq, tail.c.record_hash)
+            .select_from(heads.outerjoin(tail, true()))
+            .where(heads.c.id == HEAD_ID)
         ).first()
         head = Head(both.last_seq, both.last_hash) if both else None
         if both is None:
             both = conn.execute(last).first()
         found = Head(both.seq, both.record_hash) if both and both.seq is not None else Head(0, GENESIS)
         if head is None or head != found:
+            what = f"the {chain.name} chain of the consent ledger" if chain is not None else "the consent ledger"
             raise LedgerTampered(
-                f"the consent ledger at {self.display_url} ends at {found} but its head is {head}: refusing to "
+                f"{what} at {self.display_url} ends at {found} but its head is {head}: refusing to "
                 "append to a tampered ledger; run `airflow-consent ledger verify`"
             )
         return head
+
+    def _create_chain(self, conn: Connection, chain: Chain) -> None:
+        """Create a chain's tables, triggers and head row on its first append."""
+        if inspect(conn).has_table(chain.records.name):
+            return
+        chain_metadata.create_all(conn, tables=[chain.records, chain.head])
+        for statement in chain_trigger_ddl(self.dialect, chain.records.name, chain.head.name):
+            conn.exec_driver_sql(statement.replace("%", "%%") if self.dialect == "postgresql" else statement)
+        conn.execute(chain.head.insert().values(id=HEAD_ID, last_seq=0, last_hash=GENESIS,
+                                                updated_at=timestamp(datetime.now(timezone.utc))))
 
     def _create_schema(self, conn: Connection) -> None:
         """Create the tables, triggers and head row once; safe under concurrent first appends."""
@@ -224,6 +253,80 @@ class Ledger:
                 )
             )
         self._schema_ready = True
+
+    def record_usage(
+        self, *, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int | None,
+        partitions: list[UsedPartition], gates: dict[str, dict[str, str | None] | None], outlets: list[str],
+    ) -> UsageRecord:
+        """Append that a training task was cleared on ``partitions`` and produces ``outlets``; return it."""
+        content = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,
+                   "try_number": try_number, "partitions": [p.model_dump(mode="json") for p in partitions],
+                   "gates": gates, "outlets": outlets}
+        (row,) = self._append_chained(USAGE, [content])
+        return UsageRecord.from_row(row)
+
+    def record_audit(self, content: dict[str, Any]) -> AuditRecord:
+        """Append one audit's result (``airflow_consent.audit``); return it."""
+        (row,) = self._append_chained(AUDIT, [content])
+        return AuditRecord.from_row(row)
+
+    def usage_records(self) -> tuple[list[UsageRecord], Head]:
+        """Every usage record in chain order, and the usage head, after verifying the whole usage chain."""
+        rows, head = self._read_chain(USAGE)
+        return [UsageRecord.from_row(row) for row in rows], head
+
+    def audit_records(self) -> list[AuditRecord]:
+        """Every audit record in chain order, after verifying the whole audit chain."""
+        rows, _ = self._read_chain(AUDIT)
+        return [AuditRecord.from_row(row) for row in rows]
+
+    def decision_records(self, decision_ids: set[str]) -> list[LedgerRecord]:
+        """The records of the decisions ``decision_ids``, in chain order, checked like a clearance checks
+        them (hashes, links to their neighbours, signatures): ``LedgerTampered`` otherwise."""
+        wanted = sorted(decision_ids)
+        rows: list[Mapping[str, Any]] = []
+        with self._read() as conn:
+            if conn is None:
+                return []
+            for start in range(0, len(wanted), _CHUNK):
+                query = select(*_STORED_COLUMNS).where(ledger_table.c.decision_id.in_(wanted[start : start + _CHUNK]))
+                rows += [row._mapping for row in conn.execute(query)]
+            rows.sort(key=lambda row: row["seq"])
+            self._check_neighbourhood(conn, rows, f"{len(wanted)} decision(s)")
+        self._check_signatures(rows, f"{len(wanted)} decision(s)")
+        return [LedgerRecord.from_row(row) for row in rows]
+
+    def _append_chained(self, chain: Chain, contents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        key = self._required_key(create=True)
+        try:
+            with self._write() as conn:
+                head = self._locked_head(conn, chain)
+                rows = chained_rows(chain, contents, head, key, datetime.now(timezone.utc))
+                conn.execute(chain.records.insert(), rows)
+                conn.execute(chain.head.update().where(chain.head.c.id == HEAD_ID).values(
+                    last_seq=rows[-1]["seq"], last_hash=rows[-1]["record_hash"], updated_at=rows[-1]["recorded_at"]))
+        except (SQLAlchemyError, OSError) as exc:
+            raise LedgerError(f"could not append to the {chain.name} chain of the consent ledger at "
+                              f"{self.display_url}: {exc}") from exc
+        return rows
+
+    def _read_chain(self, chain: Chain) -> tuple[list[Mapping[str, Any]], Head]:
+        """A whole chain and its head, verified (``LedgerTampered`` naming the problems); empty when absent."""
+        rows, head = self._chain_rows(chain)
+        if problems := chain_problems(chain, rows, head, self._required_key(create=False)):
+            raise LedgerTampered(f"the {chain.name} chain of the consent ledger at {self.display_url} does not verify "
+                                 f"({'; '.join(problems)})")
+        return rows, head or Head(0, GENESIS)
+
+    def _chain_rows(self, chain: Chain) -> tuple[list[Mapping[str, Any]], Head | None]:
+        """A whole chain in ``seq`` order and its head (None: deleted), as stored; empty when absent."""
+        with self._read(chain.records) as conn:
+            if conn is None:
+                return [], Head(0, GENESIS)
+            rows = [row._mapping for row in conn.execute(select(chain.records).order_by(chain.records.c.seq))]
+            found = conn.execute(select(chain.head.c.last_seq, chain.head.c.last_hash)
+                                 .where(chain.head.c.id == HEAD_ID)).first()
+        return rows, Head(found.last_seq, found.last_hash) if found else None
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -285,7 +388,8 @@ class Ledger:
         for row in rows:
             latest[row["partition_id"]] = LedgerRecord.from_row(row)
         return {
-            pid: LatestDecision(record.fingerprint, _passed(record), record.purpose, record.engine, record.entrypoint)
+            pid: LatestDecision(record.fingerprint, _passed(record), record.purpose, record.engine, record.entrypoint,
+                                record.decision_id)
             for pid, record in latest.items()
         }
 
@@ -297,7 +401,16 @@ class Ledger:
 
     def verify(self, *, anchor: Head | None = None) -> VerifyResult:
         """Recompute the whole chain, and check every signature when this machine has the deployment's
-        key; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites."""
+        key; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites. The usage and audit
+        chains are checked too: their problems are added, each naming its chain."""
+        result = self._verify_decisions(anchor)
+        key = self._deployment_key(create=False)
+        problems = [problem for chain in (USAGE, AUDIT)
+                    for problem in chain_problems(chain, *self._chain_rows(chain), key)]
+        return dataclasses.replace(result, ok=False, problems=[*result.problems, *problems]) if problems else result
+
+    def _verify_decisions(self, anchor: Head | None) -> VerifyResult:
+        """The decision chain, verified record by record (``verify_chain``)."""
         key = self._deployment_key(create=False)
         with self._read() as conn:
             if conn is None:
@@ -414,8 +527,9 @@ class Ledger:
                 yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection | None]:
-        """One consistent snapshot (PostgreSQL: REPEATABLE READ); None when the ledger has no table yet."""
+    def _read(self, table: Table = ledger_table) -> Iterator[Connection | None]:
+        """One consistent snapshot (PostgreSQL: REPEATABLE READ); None when the ledger has no ``table`` yet
+        (the decisions, or a chain's records)."""
         if self._sqlite_file() is not None and not self._sqlite_file().exists():
             yield None  # reading must not create an empty database (a mistyped path would "verify")
             return
@@ -424,8 +538,8 @@ class Ledger:
                 if self.dialect == "postgresql":
                     conn.execution_options(isolation_level="REPEATABLE READ")
                 with conn.begin():
-                    has_table = inspect(conn).has_table(ledger_table.name)
-                    if has_table:
+                    has_table = inspect(conn).has_table(table.name)
+                    if has_table and table is ledger_table:
                         _check_columns(conn, self.display_url)
                     yield conn if has_table else None
         except (SQLAlchemyError, OSError) as exc:
