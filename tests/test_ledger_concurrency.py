@@ -13,6 +13,8 @@ import pytest
 
 from airflow_consent.ledger import Ledger
 
+pytestmark = pytest.mark.slow
+
 PROCESSES = 8
 RECORDS_EACH = 500
 
