@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 IGNORE_PREFIXES = ("_", ".")
-CHUNK_SIZE = 1 << 20
 ID_SAFE_CHARACTERS = "-_.~"  # besides letters and digits; everything else is percent-escaped in ids
 PROGRESS_EVERY = 1000
 LIST_OPERATORS = ("in", "not in")
@@ -143,14 +142,24 @@ def discover_partitions(
 def fingerprint(partition: DiscoveredPartition) -> str:
     """``sha256:<hex>`` over the sorted (name, size, content SHA-256) of the partition's data files.
 
-    Content is always read and hashed (in 1 MiB chunks), on every filesystem: remote ETags are not
-    content hashes (multipart uploads, per-store algorithms), and a digest a data provider attests
-    on its own disk must match the one computed after the data lands in an object store. Sidecar
-    files (``_``/``.`` prefixed) are excluded, so a manifest can attest the digest of its partition;
-    irregular entries (FIFOs, sockets, devices) count by name and kind.
+    The value is always that of the content, on every filesystem: remote ETags are not content
+    hashes (multipart uploads, per-store algorithms), and a digest a data provider attests on its own
+    disk must match the one computed after the data lands in an object store. A file's content
+    SHA-256 is read from its bytes unless the store proves it without them (a checksum the store
+    computed, or a signed cache entry for the file's unchanged identity: ``airflow_consent.
+    fingerprint_cache`` says what each backend trusts). Sidecar files (``_``/``.`` prefixed) are
+    excluded, so a manifest can attest the digest of its partition; irregular entries (FIFOs,
+    sockets, devices) count by name and kind.
     """
-    hashed = {f.name: _hash_content(partition.filesystem, f.path) for f in partition.files}
-    return _combine(partition, hashed)
+    return fingerprints([partition])[0]
+
+
+def fingerprints(partitions: Sequence[DiscoveredPartition]) -> list[str]:
+    """``fingerprint`` of each partition, in order, the files of all of them hashed in parallel."""
+    from airflow_consent.fingerprint_cache import content_digests
+
+    digests = iter(content_digests([(p.filesystem, f.path) for p in partitions for f in p.files]))
+    return [_combine(partition, {f.name: next(digests) for f in partition.files}) for partition in partitions]
 
 
 def fingerprint_of_contents(partition: DiscoveredPartition, contents: dict[str, bytes]) -> str:
@@ -167,16 +176,6 @@ def _combine(partition: DiscoveredPartition, hashed: dict[str, tuple[str, int]])
     for name, kind in partition.irregular_files:
         digest.update(json.dumps([name, kind]).encode() + b"\n")
     return f"sha256:{digest.hexdigest()}"
-
-
-def _hash_content(filesystem: pafs.FileSystem, path: str) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with filesystem.open_input_stream(path) as stream:
-        while chunk := stream.read(CHUNK_SIZE):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 # --- listing ----------------------------------------------------------------------------------
