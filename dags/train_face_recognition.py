@@ -27,6 +27,7 @@ from airflow_consent.operators.consent import XCOM_REPORT_KEY, ConsentGateOperat
 
 SAMPLE_DATA = Path(os.environ.get("AIRFLOW_CONSENT_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
 PROFILE_PHOTOS = Asset("profile_photos", uri=(SAMPLE_DATA / "profile_photos").as_uri())
+FACE_EMBEDDER = Asset("face_embedder", uri="model://face-embedder-v1")  # the model: what a re-audit names
 
 with DAG(
     dag_id="train_face_recognition",
@@ -44,7 +45,7 @@ with DAG(
         retries=2,
     )
 
-    @task
+    @task(outlets=[FACE_EMBEDDER])
     def train(**context) -> dict:
         """Stand-in for training: reads exactly the partitions the gate allowed in this run.
 

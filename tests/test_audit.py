@@ -110,13 +110,13 @@ def test_the_example_audit_names_the_run_task_and_model_that_used_a_subject_revo
     assert affected.exit_code == 1, affected.output
     lines = affected.output.splitlines()
     assert lines[0] == ("Consent audit AFFECTED: 1 affected and 0 unverifiable of 2 used partition(s) in 2 usage "
-                        "record(s); 1 DAG run(s), 1 training task(s), 1 model(s) flagged")
+                        "record(s); 1 DAG run(s), 1 training task(s), 2 model(s) flagged")
     assert lines[1].startswith(f"  REVOKED  {STUDIO_2024} for {PURPOSE!r}, used with fingerprint sha256:")
-    assert f"      used by run {DAG_ID}/{dag_run.run_id}, task {DAG_ID}.train (model face-embedder-v1; decision " \
-           f"{decision_id})" in lines
+    assert f"      used by run {DAG_ID}/{dag_run.run_id}, task {DAG_ID}.train (model face-embedder-v1, outlet " \
+           f"model://face-embedder-v1/; decision {decision_id})" in lines
     assert any(line.startswith(f"  OK       {STUDIO_2025}") for line in lines)
     assert f"  subject {subject}: in {STUDIO_2024}; runs {DAG_ID}/{dag_run.run_id}; tasks {DAG_ID}.train; models " \
-           "face-embedder-v1" in lines
+           "face-embedder-v1, model://face-embedder-v1/" in lines
 
     report = json.loads(audit("--json").output)
     assert report["outcome"] == "affected"
@@ -126,7 +126,7 @@ def test_the_example_audit_names_the_run_task_and_model_that_used_a_subject_revo
     assert {v["rule_id"] for v in revoked["today"]["violations"]} == {"EVIDENCE-002"}  # the gate agrees
     assert report["subjects"] == [{"subject_id": subject, "partitions": [STUDIO_2024],
                                    "runs": [f"{DAG_ID}/{dag_run.run_id}"], "tasks": [f"{DAG_ID}.train"],
-                                   "models": ["face-embedder-v1"]}]
+                                   "models": ["face-embedder-v1", "model://face-embedder-v1/"]}]
 
     audit_dags = tmp_path / "audit_dags"
     audit_dags.mkdir()
