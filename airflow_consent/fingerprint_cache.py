@@ -170,7 +170,7 @@ def _identify(filesystem: pafs.FileSystem, path: str, started_ns: int) -> FileId
         fs = _fsspec_of(filesystem)
         if fs is not None and {"s3", "s3a"} & set(_protocols(fs)) and hasattr(fs, "call_s3"):
             return _s3_identity(fs, path)
-    except Exception as exc:  # metadata that cannot be had proves nothing: read the bytes
+    except Exception as exc:  # noqa: BLE001 - metadata that cannot be had proves nothing: read the bytes
         log.debug("no identity for %s (%s): reading it", path, exc)
     return None
 
@@ -408,13 +408,14 @@ def configured_cache() -> FingerprintCache | None:
     environment variable it depends on changes (this runs once per partition: it must cost nothing)."""
     import airflow.configuration
 
-    memo = (os.getpid(), airflow.configuration.AIRFLOW_HOME, *map(os.environ.get, _SETTING_VARIABLES))
+    home: str = airflow.configuration.AIRFLOW_HOME
+    memo = (os.getpid(), home, *map(os.environ.get, _SETTING_VARIABLES))
     with _CACHES_LOCK:
         if memo not in _CACHES:
             for stale in [key for key in _CACHES if key[0] == os.getpid()]:
                 if (old := _CACHES.pop(stale)) is not None:
                     old.close()
-            _CACHES[memo] = _open_configured(memo[1])
+            _CACHES[memo] = _open_configured(home)
         return _CACHES[memo]
 
 

@@ -188,10 +188,10 @@ def run_phase(root: Path, name: str) -> dict:
 
 def report(results: dict) -> str:
     lines = [
-        f"{results['partitions']:,} partitions x {results['files']} file(s) x {results['file_size']:,} bytes; "
-        f"load average before: {' '.join(f'{load:.2f}' for load in results['load'])}",
-        f"  hash every byte, bare loop, 1 thread : {results['bytes']['seconds']:7.3f} s "
-        f"({results['bytes']['mb_per_second']} MB/s)",
+        (f"{results['partitions']:,} partitions x {results['files']} file(s) x {results['file_size']:,} bytes; "
+         f"load average before: {' '.join(f'{load:.2f}' for load in results['load'])}"),
+        (f"  hash every byte, bare loop, 1 thread : {results['bytes']['seconds']:7.3f} s "
+         f"({results['bytes']['mb_per_second']} MB/s)"),
     ]
     for name in ("uncached", "uncached_batched", "first", "second", "first_batched", "second_batched"):
         row = results[name]

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -128,7 +128,7 @@ def run_gate(dataset: Path, ledger):
     from airflow_consent.models import GateRequest
 
     request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=RUN, task_id="consent_gate",
-                          evaluated_at=datetime.now(timezone.utc))
+                          evaluated_at=datetime.now(UTC))
     report = evaluate_gate(request, [DatasetSpec(uri=str(dataset))], LocalOpaEngine(),
                            partition_filter=[("year", "=", "2024")])
     ledger.record(report, request, mode="deny", input_digest=report.input_digest)
