@@ -22,6 +22,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.standalone]
 PURPOSE = "face_recognition_training"
 
 HEADER = '''
+from datetime import timedelta
+
 from airflow.sdk import DAG, task
 from airflow_consent.operators.consent import ConsentGateOperator
 
@@ -33,7 +35,8 @@ def train():
 
 GATED = HEADER + '''
 with DAG(dag_id={dag_id!r}, schedule=None, tags=["training"]):
-    gate = ConsentGateOperator(task_id="consent_gate", datasets=[{dataset!r}], purpose={purpose!r}, retries=0)
+    gate = ConsentGateOperator(task_id="consent_gate", datasets=[{dataset!r}], purpose={purpose!r},
+                               retries=2, retry_delay=timedelta(seconds=3))  # a denial is never retried
     gate >> train.override(pool={pool!r})()
 '''
 
