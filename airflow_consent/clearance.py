@@ -6,7 +6,8 @@ again, and again whenever a deferred task resumes.
 
 The input partitions are derived from the gates upstream of the training task, as the DAG file is
 now: each gate's ``datasets`` and ``partition_filter`` (rendered against the run's context) are
-discovered again and every partition is fingerprinted again from its bytes (``airflow_consent.
+discovered again and every partition is fingerprinted again from its bytes, unless the signed
+fingerprint cache proves a file unchanged (``airflow_consent.fingerprint_cache``; ``airflow_consent.
 discovery``), exactly as the gate did. The training task's own inlets are not used: the gate's
 arguments are what the policies judged, and an inlet need not be a hive-partitioned dataset.
 
@@ -262,7 +263,7 @@ def _partitions_now(approved: list[tuple[str, str]]) -> dict[str, tuple[Discover
     """Partition id -> (partition, fingerprint) on disk now for (URI, id) pairs, discovering each
     dataset once. The dataset root is the partition URI without as many trailing segments as the id
     has ``key=value`` segments (ids are escaped, URIs are not, but both have one segment per key)."""
-    from airflow_consent.discovery import discover_partitions, fingerprint
+    from airflow_consent.discovery import discover_partitions, fingerprints
 
     roots: dict[tuple[str, str], set[str]] = {}
     for uri, pid in approved:
@@ -278,7 +279,8 @@ def _partitions_now(approved: list[tuple[str, str]]) -> dict[str, tuple[Discover
             partitions = discover_partitions(root, dataset=dataset)
         except (ConsentConfigurationError, NoPartitionsFound):
             continue  # reported as missing by the caller
-        found.update({p.id: (p, fingerprint(p)) for p in partitions if p.id in wanted})
+        approved = [p for p in partitions if p.id in wanted]
+        found.update({p.id: (p, digest) for p, digest in zip(approved, fingerprints(approved), strict=True)})
     return found
 
 
@@ -300,21 +302,22 @@ def _opened(ledger: Any) -> Iterator[Any]:
 
 def _required_partitions(gates: list[Any], context: Any) -> tuple[list[RequiredPartition], list[ClearanceProblem]]:
     """Discover and fingerprint again what each gate checks; a gate whose inputs cannot be read is a problem."""
-    from airflow_consent.discovery import discover_partitions, fingerprint
+    from airflow_consent.discovery import discover_partitions, fingerprints
 
     required: dict[tuple[str, str], RequiredPartition] = {}
-    fingerprints: dict[str, str] = {}  # by partition URI: two gates on one dataset hash it once
+    by_uri: dict[str, str] = {}  # fingerprint by partition URI: two gates on one dataset hash it once
     problems: list[ClearanceProblem] = []
     for gate in gates:
         try:
             specs, partition_filter = _gate_inputs(gate, context)
             for uri, name in specs:
-                for partition in discover_partitions(uri, dataset=name, partition_filter=partition_filter or None):
-                    if partition.uri not in fingerprints:
-                        fingerprints[partition.uri] = fingerprint(partition)
+                found = discover_partitions(uri, dataset=name, partition_filter=partition_filter or None)
+                new = [p for p in found if p.uri not in by_uri]
+                by_uri.update(zip((p.uri for p in new), fingerprints(new), strict=True))  # files hashed in parallel
+                for partition in found:
                     required.setdefault((partition.id, gate.task_id), RequiredPartition(
                         id=partition.id,
-                        fingerprint=fingerprints[partition.uri],
+                        fingerprint=by_uri[partition.uri],
                         gate=gate.task_id,
                         excludable=getattr(gate, "on_violation", "fail") == "exclude",
                         partition=partition,

@@ -165,7 +165,7 @@ def partition_chunks(
 ) -> Iterator[list[PartitionInput]]:
     """Discover the partitions of every dataset and yield them ``chunk_size`` at a time, each with its
     fingerprint, manifest and evidence: only one chunk's inputs are held at once."""
-    from airflow_consent.discovery import discover_partitions, fingerprint
+    from airflow_consent.discovery import discover_partitions, fingerprints
     from airflow_consent.evidence.collector import EvidenceCollector
     from airflow_consent.manifests import read_manifest
 
@@ -182,8 +182,8 @@ def partition_chunks(
     for spec, partitions in zip(datasets, found, strict=True):
         for start in range(0, len(partitions), chunk_size):
             run = partitions[start : start + chunk_size]
-            for partition, (facts, evidence_problems) in zip(run, evidence.measure(run, spec.dataset_config_path),
-                                                             strict=True):
+            measured = zip(run, fingerprints(run), evidence.measure(run, spec.dataset_config_path), strict=True)
+            for partition, digest, (facts, evidence_problems) in measured:
                 manifest, source, problems = read_manifest(partition)
                 chunk.append(
                     PartitionInput(
@@ -191,7 +191,7 @@ def partition_chunks(
                         dataset=partition.dataset,
                         keys=partition.keys,
                         uri=partition.uri,
-                        fingerprint=fingerprint(partition),
+                        fingerprint=digest,
                         files=len(partition.files),
                         manifest=manifest,
                         manifest_source=source,

@@ -89,6 +89,18 @@ def get_provider_info() -> dict:
                         "default": "",
                         "sensitive": True,
                     },
+                    "fingerprint_cache": {
+                        "description": "SQLite file in which the content SHA-256 of data files is remembered by what "
+                        "the store proves about each file (local: device, inode, size, mtime, ctime; S3: ETag, "
+                        "version, last-modified, size), each entry signed with a key derived from the ledger key, so "
+                        "that the next gate and the run-time clearance do not read unchanged files again. Empty: "
+                        "$AIRFLOW_HOME/consent_fingerprints.db. off (false, no, none, 0): every byte is read every "
+                        "time. A broken or unreadable file only costs reading again.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/lib/airflow/consent_fingerprints.db",
+                        "default": "",
+                    },
                     "query_chunk_size": {
                         "description": "Partitions per OPA query: a gate over more partitions asks in chunks of this "
                         "many (each partition decided whole within its chunk), so neither the gate nor OPA holds the "
