@@ -31,7 +31,7 @@ import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -40,6 +40,7 @@ from airflow_consent.errors import ConsentConfigurationError, LedgerTampered, No
 from airflow_consent.models import DecidedPartition
 
 if TYPE_CHECKING:
+    from airflow_consent.gate import Log
     from airflow_consent.ledger import Ledger, LedgerRecord
     from airflow_consent.ledger.usage import UsageRecord, UsedPartition
     from airflow_consent.run import GateSettings
@@ -138,12 +139,17 @@ def parse_since(text: str | datetime | None) -> datetime | None:
         moment = text if isinstance(text, datetime) else datetime.fromisoformat(text.strip())
     except ValueError as exc:
         raise ConsentConfigurationError(f"since: {text!r} is not an ISO 8601 date or time") from exc
-    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def run_audit(
-    *, purpose: str | None = None, since: datetime | None = None, ledger_url: str | None = None,
-    requested_by: str = "cli:airflow-consent audit", record: bool = True, logger: logging.Logger = log,
+    *,
+    purpose: str | None = None,
+    since: datetime | None = None,
+    ledger_url: str | None = None,
+    requested_by: str = "cli:airflow-consent audit",
+    record: bool = True,
+    logger: Log = log,
 ) -> AuditReport:
     """Audit the ledger at ``ledger_url`` (default ``[consent] ledger_url``) and, with ``record``, append
     the result to its audit chain. Raises ``LedgerError``/``LedgerTampered``, ``EngineError`` or
@@ -153,24 +159,38 @@ def run_audit(
     with Ledger(ledger_url) as ledger:
         report = audit_ledger(ledger, purpose=purpose, since=since, logger=logger)
         if record:
-            recorded = ledger.record_audit({
-                "audit_id": report.audit_id, "requested_by": requested_by, "purpose": purpose,
-                "since": report.since and report.since.isoformat(timespec="microseconds"),
-                "usage_head": report.usage_head, "outcome": report.outcome, "affected": len(report.affected),
-                "result": report.model_dump(mode="json", exclude={"recorded_seq"}),
-            })
+            recorded = ledger.record_audit(
+                {
+                    "audit_id": report.audit_id,
+                    "requested_by": requested_by,
+                    "purpose": purpose,
+                    "since": report.since and report.since.isoformat(timespec="microseconds"),
+                    "usage_head": report.usage_head,
+                    "outcome": report.outcome,
+                    "affected": len(report.affected),
+                    "result": report.model_dump(mode="json", exclude={"recorded_seq"}),
+                }
+            )
             report = report.model_copy(update={"recorded_seq": recorded.seq})
-            logger.info("Recorded audit %s in the consent ledger %s: consent_audit seq %d", report.audit_id,
-                        ledger.display_url, recorded.seq)
+            logger.info(
+                "Recorded audit %s in the consent ledger %s: consent_audit seq %d",
+                report.audit_id,
+                ledger.display_url,
+                recorded.seq,
+            )
     return report
 
 
 def audit_ledger(
-    ledger: Ledger, *, purpose: str | None = None, since: datetime | None = None, logger: logging.Logger = log,
+    ledger: Ledger,
+    *,
+    purpose: str | None = None,
+    since: datetime | None = None,
+    logger: Log = log,
 ) -> AuditReport:
     """Re-check every partition the usage records (recorded at or after ``since``, cleared for
     ``purpose``) name, as described in the module docstring; records nothing."""
-    audited_at = datetime.now(timezone.utc)
+    audited_at = datetime.now(UTC)
     usages, head = ledger.usage_records()
     selected = [u for u in usages if since is None or u.recorded_at >= since]
     records = ledger.decision_records({d for u in selected for p in u.partitions for d in p.decision_ids})
@@ -182,9 +202,10 @@ def audit_ledger(
             for decision_id in used.decision_ids:
                 if (record := decided.get((decision_id, used.id))) is None:
                     raise LedgerTampered(
-                        f"consent_usage seq {usage.seq} says {usage.dag_id}.{usage.task_id} was cleared on {used.id} by "
-                        f"decision {decision_id}, which the decision ledger does not hold: run `airflow-consent ledger "
-                        "verify`")
+                        f"consent_usage seq {usage.seq} says {usage.dag_id}.{usage.task_id} was cleared on {used.id} "
+                        f"by decision {decision_id}, which the decision ledger does not hold: run `airflow-consent "
+                        "ledger verify`"
+                    )
                 if purpose is None or record.purpose == purpose:
                     audited.add(usage.seq)
                     arguments = usage.gates.get(used.gate)
@@ -198,11 +219,24 @@ def audit_ledger(
     for batch in batches.values():
         findings += _judge(batch, audited_at, logger)
     findings.sort(key=lambda f: (f.status == "ok", f.partition_id, f.purpose, f.fingerprint))
-    outcome: Outcome = ("affected" if any(f.status in AFFECTED for f in findings) else
-                        "unverifiable" if any(f.status in UNVERIFIABLE for f in findings) else "clean")
-    return AuditReport(audit_id=str(uuid.uuid4()), audited_at=audited_at, purpose=purpose, since=since,
-                       usage_head=str(head), usage_records=len(audited), outcome=outcome, findings=findings,
-                       subjects=_subjects(findings))
+    outcome: Outcome = (
+        "affected"
+        if any(f.status in AFFECTED for f in findings)
+        else "unverifiable"
+        if any(f.status in UNVERIFIABLE for f in findings)
+        else "clean"
+    )
+    return AuditReport(
+        audit_id=str(uuid.uuid4()),
+        audited_at=audited_at,
+        purpose=purpose,
+        since=since,
+        usage_head=str(head),
+        usage_records=len(audited),
+        outcome=outcome,
+        findings=findings,
+        subjects=_subjects(findings),
+    )
 
 
 @dataclass
@@ -216,11 +250,26 @@ class _Pending:
     uses: dict[tuple[str, str, str, int], dict[str, Any]] = field(default_factory=dict)
 
     def add(self, usage: UsageRecord, record: LedgerRecord) -> None:
-        use = self.uses.setdefault((usage.dag_id, usage.run_id, usage.task_id, usage.map_index), {
-            "dag_id": usage.dag_id, "run_id": usage.run_id, "task_id": usage.task_id, "map_index": usage.map_index,
-            "cleared_at": usage.recorded_at, "usage_seqs": [], "decision_ids": [], "models": [], "outlets": []})
-        for name, value in (("usage_seqs", usage.seq), ("decision_ids", record.decision_id),
-                            ("models", record.model), *(("outlets", outlet) for outlet in usage.outlets)):
+        use = self.uses.setdefault(
+            (usage.dag_id, usage.run_id, usage.task_id, usage.map_index),
+            {
+                "dag_id": usage.dag_id,
+                "run_id": usage.run_id,
+                "task_id": usage.task_id,
+                "map_index": usage.map_index,
+                "cleared_at": usage.recorded_at,
+                "usage_seqs": [],
+                "decision_ids": [],
+                "models": [],
+                "outlets": [],
+            },
+        )
+        for name, value in (
+            ("usage_seqs", usage.seq),
+            ("decision_ids", record.decision_id),
+            ("models", record.model),
+            *(("outlets", outlet) for outlet in usage.outlets),
+        ):
             if value is not None and value not in use[name]:
                 use[name].append(value)
 
@@ -239,12 +288,12 @@ def _settings_today(arguments: dict[str, str | None] | None) -> GateSettings:
 
     config = settings()
     kept = {k: v for k, v in (arguments or {}).items() if k not in config.pinned_task_arguments}
-    if kept.get("enforcement"):
-        check_mode(kept["enforcement"], "the gate's enforcement argument")
+    if mode := kept.get("enforcement"):
+        check_mode(mode, "the gate's enforcement argument")
     return resolve(GateArguments(**kept), config)  # type: ignore[arg-type]  # enforcement: checked above
 
 
-def _judge(batch: list[_Pending], audited_at: datetime, logger: logging.Logger) -> list[AuditFinding]:
+def _judge(batch: list[_Pending], audited_at: datetime, logger: Log) -> list[AuditFinding]:
     """Run today's gate over the partitions of one batch (one dataset, gate settings, purpose, model)."""
     from airflow_consent.models import GateRequest, Requester
     from airflow_consent.run import run_gate
@@ -254,8 +303,12 @@ def _judge(batch: list[_Pending], audited_at: datetime, logger: logging.Logger) 
     distinct = {item.used.id: item.used for item in batch}
     wanted = [[(k, "=", v) for k, v in sorted(p.keys.items())] for p in distinct.values()]
     partition_filter = wanted if all(wanted) else None
-    request = GateRequest(purpose=first.purpose, model=first.model, evaluated_at=audited_at,
-                          requested_by=Requester(kind="cli", id="airflow-consent audit"))
+    request = GateRequest(
+        purpose=first.purpose,
+        model=first.model,
+        evaluated_at=audited_at,
+        requested_by=Requester(kind="cli", id="airflow-consent audit"),
+    )
     specs = settings.specs([(first.used.root, first.used.dataset)])
     try:
         report = run_gate(request, specs, settings, partition_filter=partition_filter, record=False, logger=logger)
@@ -274,21 +327,36 @@ def _judge(batch: list[_Pending], audited_at: datetime, logger: logging.Logger) 
             note = f"the partition is no longer in {item.used.root}: the bytes used cannot be re-checked"
         elif now.fingerprint != item.used.fingerprint:
             status = "changed"
-            note = ("re-delivered since it was used (purged, corrected?): today's verdict is of the bytes on disk "
-                    "now, not of those used")
+            note = (
+                "re-delivered since it was used (purged, corrected?): today's verdict is of the bytes on disk "
+                "now, not of those used"
+            )
         else:
             status = "revoked" if subjects else "denied" if now.blocked else "ok"
-        findings.append(AuditFinding(
-            partition_id=item.used.id, partition_uri=item.used.uri, purpose=item.purpose,
-            fingerprint=item.used.fingerprint, fingerprint_now=now.fingerprint if now else None, status=status,
-            today=now, policy_revision=revision, revoked_subjects=subjects, revoked_rows=rows, note=note,
-            uses=[AuditUse(**use) for use in sorted(item.uses.values(), key=lambda u: u["cleared_at"])],
-        ))
+        findings.append(
+            AuditFinding(
+                partition_id=item.used.id,
+                partition_uri=item.used.uri,
+                purpose=item.purpose,
+                fingerprint=item.used.fingerprint,
+                fingerprint_now=now.fingerprint if now else None,
+                status=status,
+                today=now,
+                policy_revision=revision,
+                revoked_subjects=subjects,
+                revoked_rows=rows,
+                note=note,
+                uses=[AuditUse(**use) for use in sorted(item.uses.values(), key=lambda u: u["cleared_at"])],
+            )
+        )
     return findings
 
 
 def _revoked_subjects(
-    settings: GateSettings, used: UsedPartition, partition_filter: list | None, partition_ids: list[str],
+    settings: GateSettings,
+    used: UsedPartition,
+    partition_filter: list | None,
+    partition_ids: list[str],
 ) -> dict[str, tuple[list[str], int | None, str | None]]:
     """Partition id -> (every subject of it on today's revocation list, their rows, or why they could not
     be listed), for the partitions of ``used``'s dataset named; empty when it has no revocation list."""
@@ -348,8 +416,10 @@ def _subjects(findings: list[AuditFinding]) -> list[AuditSubject]:
                 entry["runs"].add(f"{use.dag_id}/{use.run_id}")
                 entry["tasks"].add(use.task)
                 entry["models"].update(use.models, use.outlets)
-    return [AuditSubject(subject_id=subject, **{name: sorted(values) for name, values in entry.items()})
-            for subject, entry in sorted(by_subject.items())]
+    return [
+        AuditSubject(subject_id=subject, **{name: sorted(values) for name, values in entry.items()})
+        for subject, entry in sorted(by_subject.items())
+    ]
 
 
 def render_audit(report: AuditReport) -> str:
@@ -361,34 +431,51 @@ def render_audit(report: AuditReport) -> str:
     runs = {(u.dag_id, u.run_id) for u in flagged}
     tasks = {(u.dag_id, u.run_id, u.task) for u in flagged}
     models = {m for u in flagged for m in (*u.models, *u.outlets)}
-    scope = (f"{report.usage_records} usage record(s)" + (f" since {report.since.isoformat()}" if report.since else "")
-             + (f", purpose {report.purpose!r}" if report.purpose else ""))
-    lines = [(f"Consent audit {report.outcome.upper()}: {len(report.affected)} affected and "
-              f"{len(report.unverifiable)} unverifiable of {len(report.findings)} used partition(s) in {scope}; "
-              f"{len(runs)} DAG run(s), {len(tasks)} training task(s), {len(models)} model(s) flagged")]
+    scope = (
+        f"{report.usage_records} usage record(s)"
+        + (f" since {report.since.isoformat()}" if report.since else "")
+        + (f", purpose {report.purpose!r}" if report.purpose else "")
+    )
+    lines = [
+        (
+            f"Consent audit {report.outcome.upper()}: {len(report.affected)} affected and "
+            f"{len(report.unverifiable)} unverifiable of {len(report.findings)} used partition(s) in {scope}; "
+            f"{len(runs)} DAG run(s), {len(tasks)} training task(s), {len(models)} model(s) flagged"
+        )
+    ]
     for finding in report.findings:
-        lines.append(f"  {finding.status.upper():8} {finding.partition_id} for {finding.purpose!r}, used with "
-                     f"fingerprint {finding.fingerprint}"
-                     + ("" if finding.fingerprint_now in (finding.fingerprint, None) else
-                        f", on disk now {finding.fingerprint_now}"))
+        lines.append(
+            f"  {finding.status.upper():8} {finding.partition_id} for {finding.purpose!r}, used with "
+            f"fingerprint {finding.fingerprint}"
+            + (
+                ""
+                if finding.fingerprint_now in (finding.fingerprint, None)
+                else f", on disk now {finding.fingerprint_now}"
+            )
+        )
         if finding.status == "ok":
             continue
         if finding.revoked_subjects:
-            lines.append(f"      {len(finding.revoked_subjects)} subject(s) on today's revocation list, "
-                         f"{finding.revoked_rows} row(s): {', '.join(finding.revoked_subjects)}")
+            lines.append(
+                f"      {len(finding.revoked_subjects)} subject(s) on today's revocation list, "
+                f"{finding.revoked_rows} row(s): {', '.join(finding.revoked_subjects)}"
+            )
         if finding.note:
             lines.append(f"      {finding.note}")
         if finding.today is not None:
             lines += _violation_lines(finding.today)
         for use in finding.uses:
             made = ", ".join([*(f"model {m}" for m in use.models), *(f"outlet {o}" for o in use.outlets)])
-            lines.append(f"      used by run {use.dag_id}/{use.run_id}, task {use.task} ({made or 'no model named'}; "
-                         f"decision {', '.join(use.decision_ids)})")
+            lines.append(
+                f"      used by run {use.dag_id}/{use.run_id}, task {use.task} ({made or 'no model named'}; "
+                f"decision {', '.join(use.decision_ids)})"
+            )
     for subject in report.subjects:
-        lines.append(f"  subject {subject.subject_id}: in {', '.join(subject.partitions)}; runs "
-                     f"{', '.join(subject.runs)}; tasks {', '.join(subject.tasks)}; models "
-                     f"{', '.join(subject.models) or 'none named'}")
+        lines.append(
+            f"  subject {subject.subject_id}: in {', '.join(subject.partitions)}; runs "
+            f"{', '.join(subject.runs)}; tasks {', '.join(subject.tasks)}; models "
+            f"{', '.join(subject.models) or 'none named'}"
+        )
     if report.recorded_seq is not None:
         lines.append(f"  recorded as audit {report.audit_id} (consent_audit seq {report.recorded_seq})")
     return "\n".join(lines)
-

@@ -92,7 +92,7 @@ class RequiredPartition:
     fingerprint: str
     gate: str
     excludable: bool
-    partition: DiscoveredPartition | None = field(default=None, repr=False, compare=False)
+    partition: DiscoveredPartition = field(repr=False, compare=False)
     """The partition as discovered and fingerprinted now: its URI, data files and filesystem."""
     decision_ids: tuple[str, ...] = ()
     """The ledger decisions that let it through (one per gate that checks it)."""
@@ -118,7 +118,11 @@ def enforce_clearance(task: Any, context: Any, *, ledger: Any = None) -> list[Re
     logger.info(
         "Consent clearance: %s may start on %d partition(s) allowed in run %s (gates: %s); its use is usage "
         "record %d in the consent ledger",
-        task.task_id, len(cleared), context["run_id"], ", ".join(sorted({p.gate for p in cleared})), usage.seq,
+        task.task_id,
+        len(cleared),
+        context["run_id"],
+        ", ".join(sorted({p.gate for p in cleared})),
+        usage.seq,
     )
     return cleared
 
@@ -129,21 +133,39 @@ def _record_usage(task: Any, context: Any, cleared: list[RequiredPartition], led
     from airflow_consent.ledger.usage import UsedPartition
     from airflow_consent.run import arguments_of
 
-    used = [UsedPartition(id=p.id, uri=p.partition.uri, fingerprint=p.fingerprint, dataset=p.partition.dataset,
-                          root=p.partition.root, keys=dict(p.partition.keys), gate=p.gate,
-                          decision_ids=list(p.decision_ids))
-            for p in cleared if p.partition is not None]
+    used = [
+        UsedPartition(
+            id=p.id,
+            uri=p.partition.uri,
+            fingerprint=p.fingerprint,
+            dataset=p.partition.dataset,
+            root=p.partition.root,
+            keys=dict(p.partition.keys),
+            gate=p.gate,
+            decision_ids=list(p.decision_ids),
+        )
+        for p in cleared
+        if p.partition is not None
+    ]
     gates: dict[str, dict | None] = {p.gate: None for p in cleared}  # approved-asset events: no gate arguments
     gates.update({gate.task_id: dataclasses.asdict(arguments_of(gate)) for gate in upstream_gates(task)})
     ti = context.get("ti")
     map_index = getattr(ti, "map_index", None)
-    outlets = [uri for outlet in getattr(task, "outlets", None) or ()
-               if isinstance(uri := getattr(outlet, "uri", None) or getattr(outlet, "name", None), str)]
+    outlets = [
+        uri
+        for outlet in getattr(task, "outlets", None) or ()
+        if isinstance(uri := getattr(outlet, "uri", None) or getattr(outlet, "name", None), str)
+    ]
     with _opened(ledger) as opened:
         return opened.record_usage(
-            dag_id=task.dag_id, run_id=context["run_id"], task_id=task.task_id,
+            dag_id=task.dag_id,
+            run_id=context["run_id"],
+            task_id=task.task_id,
             map_index=-1 if map_index is None else map_index,
-            try_number=getattr(ti, "try_number", None), partitions=used, gates=gates, outlets=outlets,
+            try_number=getattr(ti, "try_number", None),
+            partitions=used,
+            gates=gates,
+            outlets=outlets,
         )
 
 
@@ -216,16 +238,20 @@ def _check_approvals(approvals: list[tuple[str, dict]], ledger: Any, head: str) 
     """Clear a task scheduled on approved assets: each approved partition must have a passing record
     under the event's decision id in the ledger, with the fingerprint on disk now."""
     if not approvals:
-        problem = ClearanceProblem(kind="no_gate", message="no approval event of a consent gate triggered this run "
-                                   "(was it triggered by hand?)")
+        problem = ClearanceProblem(
+            kind="no_gate", message="no approval event of a consent gate triggered this run (was it triggered by hand?)"
+        )
         raise ClearanceRefused(f"{head}: {problem.message}", [problem])
     required: list[RequiredPartition] = []
     problems: list[ClearanceProblem] = []
     for uri, extra in approvals:
         decision_id, approved = extra.get("decision_id"), extra.get("approved_partitions")
         if not decision_id or not approved:
-            problems.append(ClearanceProblem(kind="not_allowed", gate=uri,
-                                             message=f"the event on {uri} carries no consent decision"))
+            problems.append(
+                ClearanceProblem(
+                    kind="not_allowed", gate=uri, message=f"the event on {uri} carries no consent decision"
+                )
+            )
             continue
         try:
             with _opened(ledger) as opened:
@@ -239,21 +265,38 @@ def _check_approvals(approvals: list[tuple[str, dict]], ledger: Any, head: str) 
             decision = decided.get(pid)
             now = on_disk.get(pid)
             if decision is None or not decision.passed or decision.fingerprint != claimed["fingerprint"]:
-                problems.append(ClearanceProblem(
-                    kind="not_allowed", partition_id=pid, gate=uri,
-                    message=f"{pid}: the event on {uri} approves it, but the ledger holds no passing decision "
-                    f"{decision_id} for it with fingerprint {claimed['fingerprint']}",
-                ))
+                problems.append(
+                    ClearanceProblem(
+                        kind="not_allowed",
+                        partition_id=pid,
+                        gate=uri,
+                        message=f"{pid}: the event on {uri} approves it, but the ledger holds no passing decision "
+                        f"{decision_id} for it with fingerprint {claimed['fingerprint']}",
+                    )
+                )
             elif now is None or now[1] != claimed["fingerprint"]:
-                problems.append(ClearanceProblem(
-                    kind="changed", partition_id=pid, gate=uri, allowed_fingerprint=claimed["fingerprint"],
-                    current_fingerprint=now and now[1],
-                    message=f"{pid}: changed after its check: allowed with fingerprint {claimed['fingerprint']}, "
-                    f"on disk now {now[1] if now else 'missing'}",
-                ))
+                problems.append(
+                    ClearanceProblem(
+                        kind="changed",
+                        partition_id=pid,
+                        gate=uri,
+                        allowed_fingerprint=claimed["fingerprint"],
+                        current_fingerprint=now and now[1],
+                        message=f"{pid}: changed after its check: allowed with fingerprint {claimed['fingerprint']}, "
+                        f"on disk now {now[1] if now else 'missing'}",
+                    )
+                )
             else:
-                required.append(RequiredPartition(id=pid, fingerprint=now[1], gate=uri, excludable=False,
-                                                  partition=now[0], decision_ids=(decision_id,)))
+                required.append(
+                    RequiredPartition(
+                        id=pid,
+                        fingerprint=now[1],
+                        gate=uri,
+                        excludable=False,
+                        partition=now[0],
+                        decision_ids=(decision_id,),
+                    )
+                )
     if problems:
         raise ClearanceRefused(_message(head, problems), problems)
     return required
@@ -279,8 +322,8 @@ def _partitions_now(approved: list[tuple[str, str]]) -> dict[str, tuple[Discover
             partitions = discover_partitions(root, dataset=dataset)
         except (ConsentConfigurationError, NoPartitionsFound):
             continue  # reported as missing by the caller
-        approved = [p for p in partitions if p.id in wanted]
-        found.update({p.id: (p, digest) for p, digest in zip(approved, fingerprints(approved), strict=True)})
+        present = [p for p in partitions if p.id in wanted]
+        found.update({p.id: (p, digest) for p, digest in zip(present, fingerprints(present), strict=True)})
     return found
 
 
@@ -315,18 +358,24 @@ def _required_partitions(gates: list[Any], context: Any) -> tuple[list[RequiredP
                 new = [p for p in found if p.uri not in by_uri]
                 by_uri.update(zip((p.uri for p in new), fingerprints(new), strict=True))  # files hashed in parallel
                 for partition in found:
-                    required.setdefault((partition.id, gate.task_id), RequiredPartition(
-                        id=partition.id,
-                        fingerprint=by_uri[partition.uri],
-                        gate=gate.task_id,
-                        excludable=getattr(gate, "on_violation", "fail") == "exclude",
-                        partition=partition,
-                    ))
+                    required.setdefault(
+                        (partition.id, gate.task_id),
+                        RequiredPartition(
+                            id=partition.id,
+                            fingerprint=by_uri[partition.uri],
+                            gate=gate.task_id,
+                            excludable=getattr(gate, "on_violation", "fail") == "exclude",
+                            partition=partition,
+                        ),
+                    )
         except (ConsentConfigurationError, NoPartitionsFound, OSError) as exc:
-            problems.append(ClearanceProblem(
-                kind="unreadable", gate=gate.task_id,
-                message=f"cannot read the inputs of gate {gate.task_id!r} again: {exc}",
-            ))
+            problems.append(
+                ClearanceProblem(
+                    kind="unreadable",
+                    gate=gate.task_id,
+                    message=f"cannot read the inputs of gate {gate.task_id!r} again: {exc}",
+                )
+            )
     return [required[key] for key in sorted(required)], problems
 
 
@@ -359,8 +408,10 @@ def _asked(gate: Any, context: Any) -> tuple[str, str, str]:
 
 
 def _compare(
-    required: list[RequiredPartition], decided: dict[str, dict[str, LatestDecision]],
-    asked: dict[str, tuple[str, str, str]], run_id: str,
+    required: list[RequiredPartition],
+    decided: dict[str, dict[str, LatestDecision]],
+    asked: dict[str, tuple[str, str, str]],
+    run_id: str,
 ) -> tuple[list[RequiredPartition], list[ClearanceProblem]]:
     """The partitions cleared (each let through by every gate that checks it), and the problems.
 
@@ -373,42 +424,59 @@ def _compare(
     for partition in required:
         decision = decided.get(partition.gate, {}).get(partition.id)
         if decision is None and partition.excludable:
-            problems.append(ClearanceProblem(
-                kind="not_allowed", partition_id=partition.id, gate=partition.gate,
-                current_fingerprint=partition.fingerprint,
-                message=f"{partition.id}: gate {partition.gate!r} never decided it in run {run_id!r} (added after "
-                "the gate ran, or the gate did not run?): exclude mode leaves out only the partitions the gate "
-                "denied; run the gate again to decide it",
-            ))
+            problems.append(
+                ClearanceProblem(
+                    kind="not_allowed",
+                    partition_id=partition.id,
+                    gate=partition.gate,
+                    current_fingerprint=partition.fingerprint,
+                    message=f"{partition.id}: gate {partition.gate!r} never decided it in run {run_id!r} (added after "
+                    "the gate ran, or the gate did not run?): exclude mode leaves out only the partitions the gate "
+                    "denied; run the gate again to decide it",
+                )
+            )
         elif decision is None or not decision.passed:
             if partition.excludable:
                 log.info("%s was excluded by gate %s: not an input of this run", partition.id, partition.gate)
                 excluded.add(partition.id)
                 continue
-            problems.append(ClearanceProblem(
-                kind="not_allowed", partition_id=partition.id, gate=partition.gate,
-                current_fingerprint=partition.fingerprint,
-                message=f"{partition.id}: no allow decision in the consent ledger for run {run_id!r} (gate "
-                f"{partition.gate!r} did not allow it in this run: was the gate marked success by hand, or "
-                "did it not run?)",
-            ))
+            problems.append(
+                ClearanceProblem(
+                    kind="not_allowed",
+                    partition_id=partition.id,
+                    gate=partition.gate,
+                    current_fingerprint=partition.fingerprint,
+                    message=f"{partition.id}: no allow decision in the consent ledger for run {run_id!r} (gate "
+                    f"{partition.gate!r} did not allow it in this run: was the gate marked success by hand, or "
+                    "did it not run?)",
+                )
+            )
         elif (decision.purpose, decision.engine, decision.entrypoint) != asked[partition.gate]:
             purpose, engine, entrypoint = asked[partition.gate]
-            problems.append(ClearanceProblem(
-                kind="not_bound", partition_id=partition.id, gate=partition.gate,
-                current_fingerprint=partition.fingerprint,
-                message=f"{partition.id}: its allow decision in run {run_id!r} was made for purpose "
-                f"{decision.purpose!r} by {decision.engine} at {decision.entrypoint}, but gate {partition.gate!r} "
-                f"asks for purpose {purpose!r} of {engine} at {entrypoint}: not a decision of this gate; run the "
-                "gate again",
-            ))
+            problems.append(
+                ClearanceProblem(
+                    kind="not_bound",
+                    partition_id=partition.id,
+                    gate=partition.gate,
+                    current_fingerprint=partition.fingerprint,
+                    message=f"{partition.id}: its allow decision in run {run_id!r} was made for purpose "
+                    f"{decision.purpose!r} by {decision.engine} at {decision.entrypoint}, but gate {partition.gate!r} "
+                    f"asks for purpose {purpose!r} of {engine} at {entrypoint}: not a decision of this gate; run the "
+                    "gate again",
+                )
+            )
         elif decision.fingerprint != partition.fingerprint:
-            problems.append(ClearanceProblem(
-                kind="changed", partition_id=partition.id, gate=partition.gate,
-                allowed_fingerprint=decision.fingerprint, current_fingerprint=partition.fingerprint,
-                message=f"{partition.id}: changed after its check: allowed with fingerprint "
-                f"{decision.fingerprint}, on disk now {partition.fingerprint}",
-            ))
+            problems.append(
+                ClearanceProblem(
+                    kind="changed",
+                    partition_id=partition.id,
+                    gate=partition.gate,
+                    allowed_fingerprint=decision.fingerprint,
+                    current_fingerprint=partition.fingerprint,
+                    message=f"{partition.id}: changed after its check: allowed with fingerprint "
+                    f"{decision.fingerprint}, on disk now {partition.fingerprint}",
+                )
+            )
         else:
             earlier = passed.get(partition.id, partition)
             ids = (*earlier.decision_ids, decision.decision_id) if decision.decision_id else earlier.decision_ids

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
-app = typer.Typer(help="Consent and provenance gates for ML training, decided by Open Policy Agent.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Consent and provenance gates for ML training, decided by Open Policy Agent.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 EXIT_DENIED = 1
 EXIT_BROKEN = 2
@@ -28,15 +31,26 @@ def check(
     datasets: Annotated[list[str], typer.Argument(help="dataset URIs (hive-partitioned)")],
     purpose: Annotated[str, typer.Option(help="purpose id from the taxonomy")],
     where: Annotated[list[str], typer.Option("--where", help="partition filter KEY=VALUE (repeat to AND)")] = [],  # noqa: B006
-    opa_conn_id: Annotated[str | None, typer.Option(
-        help="an 'opa' Airflow connection; default: [consent] opa_conn_id, else local opa")] = None,
-    policy_path: Annotated[str | None, typer.Option(
-        help="policies for the local engine; default: [consent] policy_path, else the shipped ones")] = None,
-    enforcement: Annotated[str | None, typer.Option(
-        help="deny, warn or dryrun for rules [consent] rule_enforcement does not set; default: [consent] "
-        "enforcement")] = None,
-    dataset_config_path: Annotated[str | None, typer.Option(
-        help="directory of <dataset>.json evidence configurations; default: [consent] dataset_config_path")] = None,
+    opa_conn_id: Annotated[
+        str | None, typer.Option(help="an 'opa' Airflow connection; default: [consent] opa_conn_id, else local opa")
+    ] = None,
+    policy_path: Annotated[
+        str | None,
+        typer.Option(help="policies for the local engine; default: [consent] policy_path, else the shipped ones"),
+    ] = None,
+    enforcement: Annotated[
+        str | None,
+        typer.Option(
+            help="deny, warn or dryrun for rules [consent] rule_enforcement does not set; default: [consent] "
+            "enforcement"
+        ),
+    ] = None,
+    dataset_config_path: Annotated[
+        str | None,
+        typer.Option(
+            help="directory of <dataset>.json evidence configurations; default: [consent] dataset_config_path"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Run the gate outside Airflow, with the settings a gate task would have (these options in place of
@@ -50,16 +64,23 @@ def check(
     from airflow_consent.run import GateArguments, resolve, run_gate
 
     partition_filter = [_equality(term) for term in where] or None
-    request = GateRequest(purpose=purpose, requested_by=Requester(kind="cli", id="airflow-consent check"),
-                          evaluated_at=datetime.now(timezone.utc))
+    request = GateRequest(
+        purpose=purpose, requested_by=Requester(kind="cli", id="airflow-consent check"), evaluated_at=datetime.now(UTC)
+    )
     try:
         mode = check_mode(enforcement, "--enforcement") if enforcement else None
-        arguments = GateArguments(opa_conn_id=opa_conn_id, policy_path=policy_path, enforcement=mode,
-                                  dataset_config_path=dataset_config_path)
+        arguments = GateArguments(
+            opa_conn_id=opa_conn_id, policy_path=policy_path, enforcement=mode, dataset_config_path=dataset_config_path
+        )
         config = dataclasses.replace(settings(), pinned_task_arguments=())  # a policy author may try anything
         resolved = resolve(arguments, config)
-        report = run_gate(request, resolved.specs([(uri, None) for uri in datasets]), resolved,
-                          partition_filter=partition_filter, record=False)
+        report = run_gate(
+            request,
+            resolved.specs([(uri, None) for uri in datasets]),
+            resolved,
+            partition_filter=partition_filter,
+            record=False,
+        )
     except (ConsentConfigurationError, NoPartitionsFound, EngineError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_BROKEN) from exc
@@ -86,7 +107,7 @@ def report(
         query = query.where(XComModel.run_id == run_id)
     if task_id:
         query = query.where(XComModel.task_id == task_id)
-    with Session() as session:
+    with Session() as session:  # type: ignore[misc]  # airflow.settings.Session is None until Airflow is configured
         row = session.scalars(query.order_by(XComModel.timestamp.desc()).limit(1)).first()
         value = XComModel.deserialize_value(row) if row else None
     if value is None:
@@ -98,8 +119,9 @@ def report(
 @app.command()
 def audit(
     purpose: Annotated[str | None, typer.Option(help="only uses cleared for this purpose")] = None,
-    since: Annotated[str | None, typer.Option(
-        help="only uses recorded at or after this ISO 8601 date or time (UTC when no zone)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only uses recorded at or after this ISO 8601 date or time (UTC when no zone)")
+    ] = None,
     url: Annotated[str | None, typer.Option("--url", help="ledger database URL; default: [consent] ledger_url")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the audit as JSON")] = False,
 ) -> None:

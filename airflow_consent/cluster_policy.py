@@ -76,6 +76,8 @@ import pluggy
 import airflow_consent.config  # noqa: F401 - snapshots the [consent] environment before any DAG file runs
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from airflow_consent.config import EnforcementSettings
 
 log = logging.getLogger(__name__)
@@ -145,9 +147,9 @@ def training_reason(task: Any, settings: EnforcementSettings) -> str | None:
         return None
     if reason := _own_reason(task, settings):
         return reason
-    if tagged := _training_tags(getattr(task, "dag", None), settings):
-        if not any(is_gate(t) for t in task.get_flat_relatives(upstream=False)):
-            return f"DAG tag {tagged[0]!r}"
+    tagged = _training_tags(getattr(task, "dag", None), settings)
+    if tagged and not any(is_gate(t) for t in task.get_flat_relatives(upstream=False)):
+        return f"DAG tag {tagged[0]!r}"
     return None
 
 
@@ -168,8 +170,10 @@ class TrainingScan:
         order = _topological_order(tasks)
         self.gated: set[str] = set()  # a gate upstream
         feeds_gate: set[str] = set()  # a gate downstream
-        for marks, walk, relatives in ((self.gated, order, "upstream_task_ids"),
-                                       (feeds_gate, reversed(order), "downstream_task_ids")):
+        for marks, walk, relatives in (
+            (self.gated, order, "upstream_task_ids"),
+            (feeds_gate, reversed(order), "downstream_task_ids"),
+        ):
             for task_id in walk:
                 if any(r in gates or r in marks for r in getattr(tasks[task_id], relatives)):
                     marks.add(task_id)
@@ -450,7 +454,7 @@ def dag_policy(dag) -> None:
 
 def _in_task_startup() -> bool:
     """Whether this parse is a worker loading the DAG file to run one of its tasks."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "parse" and frame.f_globals.get("__name__") == _TASK_RUNNER:
             return True

@@ -198,7 +198,7 @@ def _scan_local(root_path: str) -> Iterator[_Entry]:
         with os.scandir(directory) as scan:
             children = sorted(scan, key=lambda e: e.name)
         for child in children:
-            child_parts = parts + (child.name,)
+            child_parts = (*parts, child.name)
             try:
                 is_dir = child.is_dir()
             except OSError as exc:
@@ -229,8 +229,12 @@ def _irregular_kind(mode: int) -> str | None:
     """None for a regular file; otherwise what it is (reading a FIFO or a device never ends)."""
     if stat.S_ISREG(mode):
         return None
-    for test, kind in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device")):
+    for test, kind in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return kind
     return "special file"

@@ -36,9 +36,11 @@ class Enforcement:
     def apply(self, report: GateReport) -> GateReport:
         """The report with every violation's ``enforcement`` set."""
         partitions = [
-            p.model_copy(update={"violations": [
-                v.model_copy(update={"enforcement": self.mode_for(v.rule_id)}) for v in p.violations
-            ]})
+            p.model_copy(
+                update={
+                    "violations": [v.model_copy(update={"enforcement": self.mode_for(v.rule_id)}) for v in p.violations]
+                }
+            )
             for p in report.partitions
         ]
         return report.model_copy(update={"partitions": partitions})
@@ -46,7 +48,9 @@ class Enforcement:
 
 def check_mode(value: str, setting: str) -> Mode:
     if value not in MODES:
-        raise ConsentConfigurationError(f"{setting}: {value!r} is not an enforcement mode; use one of {', '.join(MODES)}")
+        raise ConsentConfigurationError(
+            f"{setting}: {value!r} is not an enforcement mode; use one of {', '.join(MODES)}"
+        )
     return value  # type: ignore[return-value]
 
 
@@ -98,8 +102,7 @@ def wait_verdict(report: GateReport, on_violation: OnViolation) -> WaitVerdict:
     partitions are dropped and the sensor waits for the rest.
     """
     state: Literal["passed", "wait", "never"]
-    hopeless = [p for p in report.blocked
-                if any(v.enforcement == "deny" and not v.recoverable for v in p.violations)]
+    hopeless = [p for p in report.blocked if any(v.enforcement == "deny" and not v.recoverable for v in p.violations)]
     waiting = [p for p in report.blocked if p not in hopeless]
     result = outcome(report, on_violation)
     if on_violation == "fail" and hopeless:

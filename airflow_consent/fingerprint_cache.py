@@ -113,14 +113,16 @@ def content_digests(files: Sequence[tuple[pafs.FileSystem, str]]) -> list[tuple[
     ]
     cache = configured_cache()
     if cache is not None:
-        known = cache.lookup([identity for identity, digest in zip(identities, digests) if identity and not digest])
+        known = cache.lookup(
+            [identity for identity, digest in zip(identities, digests, strict=True) if identity and not digest]
+        )
         for index, identity in enumerate(identities):
             if digests[index] is None and identity is not None and identity.location in known:
                 digests[index] = known[identity.location]
     misses = [index for index, digest in enumerate(digests) if digest is None]
     hashed = _map(lambda index: _hash_and_recheck(*files[index], identities[index], started_ns), misses, parallel=True)
     entries: list[tuple[FileIdentity, str, int]] = []
-    for index, (digest, size, stable) in zip(misses, hashed):
+    for index, (digest, size, stable) in zip(misses, hashed, strict=True):
         digests[index] = (digest, size)
         if stable:
             entries.append((identities[index], digest, size))  # type: ignore[arg-type]  # stable implies identified
@@ -170,7 +172,7 @@ def _identify(filesystem: pafs.FileSystem, path: str, started_ns: int) -> FileId
         fs = _fsspec_of(filesystem)
         if fs is not None and {"s3", "s3a"} & set(_protocols(fs)) and hasattr(fs, "call_s3"):
             return _s3_identity(fs, path)
-    except Exception as exc:  # noqa: BLE001 - metadata that cannot be had proves nothing: read the bytes
+    except Exception as exc:
         log.debug("no identity for %s (%s): reading it", path, exc)
     return None
 
@@ -187,7 +189,9 @@ def _local_identity(path: str, started_ns: int) -> FileIdentity | None:
         return None
     proof = f"local {status.st_dev} {status.st_ino} {status.st_size} {status.st_mtime_ns} {status.st_ctime_ns}"
     return FileIdentity(
-        location=_file_location(path), proof=proof, size=status.st_size,
+        location=_file_location(path),
+        proof=proof,
+        size=status.st_size,
         settled=status.st_ctime_ns < started_ns - SETTLE_NS,
     )
 
@@ -204,15 +208,20 @@ def _file_location(path: str) -> str:
 
 def _s3_identity(fs: Any, path: str) -> FileIdentity | None:
     bucket, key, version = fs.split_path(path)
-    head = fs.call_s3("head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED",
-                      **({"VersionId": version} if version else {}))
+    head = fs.call_s3(
+        "head_object", Bucket=bucket, Key=key, ChecksumMode="ENABLED", **({"VersionId": version} if version else {})
+    )
     etag, size, modified = head.get("ETag"), head.get("ContentLength"), head.get("LastModified")
     if not isinstance(etag, str) or not etag or type(size) is not int or not hasattr(modified, "isoformat"):
         return None
     endpoint = getattr(getattr(getattr(fs, "s3", None), "meta", None), "endpoint_url", None) or "s3"
     proof = ["s3", etag, head.get("VersionId"), modified.isoformat(), size]
-    return FileIdentity(location=f"s3+{endpoint}/{bucket}/{key}", proof=json.dumps(proof), size=size,
-                        checksum=_full_object_sha256(head, etag))
+    return FileIdentity(
+        location=f"s3+{endpoint}/{bucket}/{key}",
+        proof=json.dumps(proof),
+        size=size,
+        checksum=_full_object_sha256(head, etag),
+    )
 
 
 def _full_object_sha256(head: dict[str, Any], etag: str) -> str | None:
@@ -270,7 +279,8 @@ class FingerprintCache:
                     batch = locations[start : start + LOOKUP_BATCH]
                     rows = connection.execute(
                         f"SELECT {', '.join(_COLUMNS)} FROM fingerprints WHERE location IN "
-                        f"({', '.join('?' * len(batch))})", batch,
+                        f"({', '.join('?' * len(batch))})",
+                        batch,
                     ).fetchall()
                     for row in rows:
                         if (identity := wanted.get(row[0])) is not None and self._valid(identity, *row[1:]):
@@ -284,8 +294,10 @@ class FingerprintCache:
         """Remember each (identity, digest, size), replacing what the cache held for the location."""
         if self._unusable:
             return
-        rows = [(identity.location, identity.proof, digest, size, self._mac(identity, digest, size))
-                for identity, digest, size in entries]
+        rows = [
+            (identity.location, identity.proof, digest, size, self._mac(identity, digest, size))
+            for identity, digest, size in entries
+        ]
         try:
             with self._lock:
                 connection = self._connect()
@@ -311,9 +323,13 @@ class FingerprintCache:
 
     def _valid(self, identity: FileIdentity, proof: object, digest: object, size: object, mac: object) -> bool:
         return (
-            proof == identity.proof and type(size) is int and size == identity.size
-            and isinstance(digest, str) and _HEX_DIGEST.fullmatch(digest) is not None
-            and isinstance(mac, str) and hmac.compare_digest(mac, self._mac(identity, digest, size))
+            proof == identity.proof
+            and type(size) is int
+            and size == identity.size
+            and isinstance(digest, str)
+            and _HEX_DIGEST.fullmatch(digest) is not None
+            and isinstance(mac, str)
+            and hmac.compare_digest(mac, self._mac(identity, digest, size))
         )
 
     def _mac(self, identity: FileIdentity, digest: str, size: int) -> str:
@@ -341,7 +357,8 @@ class FingerprintCache:
     def _failed(self, action: str, exc: Exception) -> None:
         """Forget the connection (deleting a broken file); warn once per process, then quietly hash."""
         (log.debug if self._warned else log.warning)(
-            "Cannot %s the fingerprint cache %s (%s): hashing instead", action, self.path, exc)
+            "Cannot %s the fingerprint cache %s (%s): hashing instead", action, self.path, exc
+        )
         self._warned = True
         with self._lock:
             if self._connection is not None and self._pid == os.getpid():
@@ -368,8 +385,10 @@ def _open_database(path: Path) -> sqlite3.Connection:
             connection.execute("BEGIN IMMEDIATE")
             if _layout(connection) != (SCHEMA_VERSION, _COLUMNS):  # another process may have just made it
                 connection.execute("DROP TABLE IF EXISTS fingerprints")
-                connection.execute("CREATE TABLE fingerprints (location TEXT PRIMARY KEY, identity TEXT NOT NULL, "
-                                   "digest TEXT NOT NULL, size INTEGER NOT NULL, mac TEXT NOT NULL) WITHOUT ROWID")
+                connection.execute(
+                    "CREATE TABLE fingerprints (location TEXT PRIMARY KEY, identity TEXT NOT NULL, "
+                    "digest TEXT NOT NULL, size INTEGER NOT NULL, mac TEXT NOT NULL) WITHOUT ROWID"
+                )
                 connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             connection.execute("COMMIT")
     except BaseException:
@@ -396,8 +415,10 @@ def _remove_database(path: Path) -> None:
 
 # --- which cache: [consent] fingerprint_cache ------------------------------------------------------
 
-_SETTING_VARIABLES = tuple(f"AIRFLOW__CONSENT__{name}" for name in (
-    "FINGERPRINT_CACHE", "LEDGER_SECRET", "LEDGER_SECRET_CMD", "LEDGER_SECRET_SECRET"))
+_SETTING_VARIABLES = tuple(
+    f"AIRFLOW__CONSENT__{name}"
+    for name in ("FINGERPRINT_CACHE", "LEDGER_SECRET", "LEDGER_SECRET_CMD", "LEDGER_SECRET_SECRET")
+)
 _CACHES: dict[tuple[object, ...], FingerprintCache | None] = {}
 _CACHES_LOCK = threading.Lock()
 

@@ -21,7 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
@@ -41,6 +41,17 @@ if TYPE_CHECKING:
     from airflow_consent.discovery import DiscoveredPartition
 
 log = logging.getLogger(__name__)
+
+
+class Log(Protocol):
+    """What the flow logs through: a ``logging.Logger``, or an Airflow task's (structlog) ``self.log``."""
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
+
+    def error(self, msg: str, /, *args: Any) -> Any: ...
+
 
 PROGRESS_EVERY = 1000
 DEFAULT_CHUNK_SIZE = 5000
@@ -67,7 +78,7 @@ def evaluate_gate(
     entrypoint: str = DEFAULT_ENTRYPOINT,
     partition_filter: list | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    logger: logging.Logger = log,
+    logger: Log = log,
 ) -> GateReport:
     """Decide whether every partition of ``datasets`` may serve ``request``: one query per chunk of
     ``chunk_size`` partitions, each partition decided whole within its chunk."""
@@ -86,7 +97,7 @@ async def aevaluate_gate(
     entrypoint: str = DEFAULT_ENTRYPOINT,
     partition_filter: list | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
-    logger: logging.Logger = log,
+    logger: Log = log,
 ) -> GateReport:
     """``evaluate_gate`` for an event loop: reading files, building and digesting each chunk's input and
     checking each answer run in a worker thread; only the query itself runs on the loop."""
@@ -103,7 +114,7 @@ class _Evaluation:
     """One gate evaluation as its chunks are decided: the per-partition verdicts, the digest of the
     whole input as sent, and the engine's version and policy revision, which every chunk must share."""
 
-    def __init__(self, request: GateRequest, engine: str, entrypoint: str, logger: logging.Logger):
+    def __init__(self, request: GateRequest, engine: str, entrypoint: str, logger: Log):
         from airflow_consent.ledger.records import InputDigest
 
         self.request, self.engine, self.entrypoint, self.log = request, engine, entrypoint, logger
@@ -119,8 +130,13 @@ class _Evaluation:
         partitions = [p.model_dump(mode="json") for p in chunk]
         self._digest.add(partitions)
         self._chunks += 1
-        self.log.info("Asking %s about %d partition(s) for purpose %r (query %d)", self.engine, len(chunk),
-                      self.request.purpose, self._chunks)
+        self.log.info(
+            "Asking %s about %d partition(s) for purpose %r (query %d)",
+            self.engine,
+            len(chunk),
+            self.request.purpose,
+            self._chunks,
+        )
         return {"request": self._request_document, "partitions": partitions}
 
     def decide(self, chunk: list[PartitionInput], answer: EngineAnswer) -> None:
@@ -129,7 +145,9 @@ class _Evaluation:
             raise MalformedDecision(
                 f"the policies changed during the evaluation: query 1 was decided by OPA {self._decided_by[0]} "
                 f"revision {self._decided_by[1]}, query {self._chunks} by OPA {decided_by[0]} revision "
-                f"{decided_by[1]}; run the gate again", engine=self.engine)
+                f"{decided_by[1]}; run the gate again",
+                engine=self.engine,
+            )
         self._decided_by = decided_by
         self._decided += _check_decision(answer.result, chunk, self.engine)
 
@@ -152,7 +170,7 @@ class _Evaluation:
 
 
 def collect_partitions(
-    datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None, logger: logging.Logger = log
+    datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None, logger: Log = log
 ) -> list[PartitionInput]:
     """Every partition of every dataset with its fingerprint, manifest and evidence, in one list."""
     chunks = partition_chunks(datasets, partition_filter=partition_filter, chunk_size=sys.maxsize, logger=logger)
@@ -160,8 +178,11 @@ def collect_partitions(
 
 
 def partition_chunks(
-    datasets: Sequence[DatasetSpec], *, partition_filter: list | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-    logger: logging.Logger = log,
+    datasets: Sequence[DatasetSpec],
+    *,
+    partition_filter: list | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    logger: Log = log,
 ) -> Iterator[list[PartitionInput]]:
     """Discover the partitions of every dataset and yield them ``chunk_size`` at a time, each with its
     fingerprint, manifest and evidence: only one chunk's inputs are held at once."""
@@ -214,7 +235,8 @@ def _irregular_file_problems(partition: DiscoveredPartition) -> list[EvidencePro
     """A FIFO, socket or device in a partition is never read (it would hang a reader): the partition is denied."""
     return [
         EvidenceProblem(
-            file=partition.uri_of(name), field=None,
+            file=partition.uri_of(name),
+            field=None,
             message=f"a {kind} is not a regular file: only regular files may sit in a partition; remove it",
         )
         for name, kind in partition.irregular_files
@@ -236,8 +258,9 @@ def _check_decision(result: object, partitions: list[PartitionInput], engine: st
             field = ".".join(map(str, loc)) or "the decision"
             problems.append(f"{where}{field}: {error['msg']}, got {error['input']!r:.200}")
         more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise MalformedDecision(f"the decision does not match the contract: {'; '.join(problems[:5])}{more}",
-                                engine=engine) from exc
+        raise MalformedDecision(
+            f"the decision does not match the contract: {'; '.join(problems[:5])}{more}", engine=engine
+        ) from exc
     by_id = {p.id: p for p in decision.partitions}
     missing = [p.id for p in partitions if p.id not in by_id]
     extra = sorted(set(by_id) - {p.id for p in partitions})

@@ -81,8 +81,9 @@ def show(
         raise typer.Exit(EXIT_BROKEN) from exc
     console = Console()
     if not found:
-        console.print("no records" + (f" for DAG {dag_id!r}" if dag_id else "")
-                      + (f" run {run_id!r}" if run_id else ""))
+        console.print(
+            "no records" + (f" for DAG {dag_id!r}" if dag_id else "") + (f" run {run_id!r}" if run_id else "")
+        )
         return
     console.print(_table(found))
 

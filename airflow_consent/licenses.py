@@ -51,45 +51,148 @@ class Family:
 
 _PD = "public-domain dedication, waiver or mark, or a license without conditions"
 FAMILIES: tuple[Family, ...] = (
-    Family("public-domain", r"CC0-1\.0|CC-PDDC|CC-PDM-1\.0|PDDL-1\.0|Unlicense|0BSD|MIT-0|DL-DE-ZERO-2\.0",
-           True, True, False, False, _PD),
-    Family("cc-by-nc-nd", r"CC-BY-NC-ND-.+", False, False, False, True,
-           "Creative Commons Attribution-NonCommercial-NoDerivatives: non-commercial use, no adaptations"),
-    Family("cc-by-nc-sa", r"CC-BY-NC-SA-.+", False, True, True, True,
-           "Creative Commons Attribution-NonCommercial-ShareAlike: non-commercial use, adaptations share alike"),
-    Family("cc-by-nc", r"CC-BY-NC-[0-9].*", False, True, False, True,
-           "Creative Commons Attribution-NonCommercial: non-commercial use only"),
-    Family("cc-by-nd", r"CC-BY-ND-.+", True, False, False, True,
-           "Creative Commons Attribution-NoDerivatives: no adaptations (a trained model may be one)"),
-    Family("cc-by-sa", r"CC-BY-SA-.+", True, True, True, True,
-           "Creative Commons Attribution-ShareAlike: any use, adaptations under the same license"),
+    Family(
+        "public-domain",
+        r"CC0-1\.0|CC-PDDC|CC-PDM-1\.0|PDDL-1\.0|Unlicense|0BSD|MIT-0|DL-DE-ZERO-2\.0",
+        True,
+        True,
+        False,
+        False,
+        _PD,
+    ),
+    Family(
+        "cc-by-nc-nd",
+        r"CC-BY-NC-ND-.+",
+        False,
+        False,
+        False,
+        True,
+        "Creative Commons Attribution-NonCommercial-NoDerivatives: non-commercial use, no adaptations",
+    ),
+    Family(
+        "cc-by-nc-sa",
+        r"CC-BY-NC-SA-.+",
+        False,
+        True,
+        True,
+        True,
+        "Creative Commons Attribution-NonCommercial-ShareAlike: non-commercial use, adaptations share alike",
+    ),
+    Family(
+        "cc-by-nc",
+        r"CC-BY-NC-[0-9].*",
+        False,
+        True,
+        False,
+        True,
+        "Creative Commons Attribution-NonCommercial: non-commercial use only",
+    ),
+    Family(
+        "cc-by-nd",
+        r"CC-BY-ND-.+",
+        True,
+        False,
+        False,
+        True,
+        "Creative Commons Attribution-NoDerivatives: no adaptations (a trained model may be one)",
+    ),
+    Family(
+        "cc-by-sa",
+        r"CC-BY-SA-.+",
+        True,
+        True,
+        True,
+        True,
+        "Creative Commons Attribution-ShareAlike: any use, adaptations under the same license",
+    ),
     Family("cc-by", r"CC-BY-[0-9].*", True, True, False, True, "Creative Commons Attribution: any use, with credit"),
     Family("odc-by", r"ODC-By-1\.0", True, True, False, True, "Open Data Commons Attribution License"),
-    Family("odc-odbl", r"ODbL-1\.0", True, True, True, True,
-           "Open Data Commons Open Database License: any use, derived databases share alike"),
-    Family("cdla-permissive", r"CDLA-Permissive-.+", True, True, False, True,
-           "Community Data License Agreement – Permissive"),
-    Family("cdla-sharing", r"CDLA-Sharing-.+", True, True, True, True,
-           "Community Data License Agreement – Sharing: shared data under the same terms"),
-    Family("open-government-data",
-           r"OGL-UK-[1-3]\.0|OGL-Canada-2\.0|DL-DE-BY-2\.0|NLOD-[12]\.0|etalab-2\.0|OGDL-Taiwan-1\.0",
-           True, True, False, True, "open government data licences: any use, with credit"),
-    Family("computational-use", r"C-UDA-1\.0", True, False, False, True,
-           "Computational Use of Data Agreement: computational use (analysis, training), no redistribution",
-           ("analytics", "model_training")),
-    Family("permissive-software",
-           r"MIT|MIT-.+|X11|ISC|Apache-(1\.0|1\.1|2\.0)|BSD-[1-4]-Clause(?!-No-).*|Zlib|BSL-1\.0|PostgreSQL|NCSA"
-           r"|UPL-1\.0|PSF-2\.0|Python-2\.0",
-           True, True, False, True, "permissive software licenses: any use, keep the notice"),
-    Family("copyleft", r"(A|L)?GPL-[0-9].*|MPL-[0-9].*|EPL-[0-9].*|EUPL-[0-9].*|CDDL-[0-9].*|GFDL-[0-9].*",
-           True, True, True, True,
-           "copyleft licenses: any use; what is distributed must be under the same license "
-           "(obligations on distributing a trained model are not judged)"),
-    Family("noncommercial-software", r"PolyForm-Noncommercial-1\.0\.0", False, True, False, True,
-           "PolyForm Noncommercial: non-commercial use only"),
+    Family(
+        "odc-odbl",
+        r"ODbL-1\.0",
+        True,
+        True,
+        True,
+        True,
+        "Open Data Commons Open Database License: any use, derived databases share alike",
+    ),
+    Family(
+        "cdla-permissive",
+        r"CDLA-Permissive-.+",
+        True,
+        True,
+        False,
+        True,
+        "Community Data License Agreement – Permissive",
+    ),
+    Family(
+        "cdla-sharing",
+        r"CDLA-Sharing-.+",
+        True,
+        True,
+        True,
+        True,
+        "Community Data License Agreement – Sharing: shared data under the same terms",
+    ),
+    Family(
+        "open-government-data",
+        r"OGL-UK-[1-3]\.0|OGL-Canada-2\.0|DL-DE-BY-2\.0|NLOD-[12]\.0|etalab-2\.0|OGDL-Taiwan-1\.0",
+        True,
+        True,
+        False,
+        True,
+        "open government data licences: any use, with credit",
+    ),
+    Family(
+        "computational-use",
+        r"C-UDA-1\.0",
+        True,
+        False,
+        False,
+        True,
+        "Computational Use of Data Agreement: computational use (analysis, training), no redistribution",
+        ("analytics", "model_training"),
+    ),
+    Family(
+        "permissive-software",
+        r"MIT|MIT-.+|X11|ISC|Apache-(1\.0|1\.1|2\.0)|BSD-[1-4]-Clause(?!-No-).*|Zlib|BSL-1\.0|PostgreSQL|NCSA"
+        r"|UPL-1\.0|PSF-2\.0|Python-2\.0",
+        True,
+        True,
+        False,
+        True,
+        "permissive software licenses: any use, keep the notice",
+    ),
+    Family(
+        "copyleft",
+        r"(A|L)?GPL-[0-9].*|MPL-[0-9].*|EPL-[0-9].*|EUPL-[0-9].*|CDDL-[0-9].*|GFDL-[0-9].*",
+        True,
+        True,
+        True,
+        True,
+        "copyleft licenses: any use; what is distributed must be under the same license "
+        "(obligations on distributing a trained model are not judged)",
+    ),
+    Family(
+        "noncommercial-software",
+        r"PolyForm-Noncommercial-1\.0\.0",
+        False,
+        True,
+        False,
+        True,
+        "PolyForm Noncommercial: non-commercial use only",
+    ),
 )
-UNCLASSIFIED = Family("unclassified", r".*", False, None, None, None,
-                      "not classified for data use: classify it in consent/reference/license_terms", ())
+UNCLASSIFIED = Family(
+    "unclassified",
+    r".*",
+    False,
+    None,
+    None,
+    None,
+    "not classified for data use: classify it in consent/reference/license_terms",
+    (),
+)
 
 
 def classify(license_id: str) -> Family:
@@ -145,8 +248,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     families: dict[str, int] = {}
     for item in data["licenses"].values():
         families[item["family"]] = families.get(item["family"], 0) + 1
-    print(f"wrote {len(licenses)} licenses from {source} to {args.out}: "
-          + ", ".join(f"{name} {n}" for name, n in sorted(families.items())))
+    print(
+        f"wrote {len(licenses)} licenses from {source} to {args.out}: "
+        + ", ".join(f"{name} {n}" for name, n in sorted(families.items()))
+    )
     return 0
 
 

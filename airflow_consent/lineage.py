@@ -153,8 +153,9 @@ def gate_lineage(
         input_dataset(uri, partitions_facets(report, partitions, name, approved, completed=completed, cap=cap))
         for (uri, name), partitions in by_dataset
     ]
-    run_facet = decision_run_facet(report, outcome, enforcement=enforcement, on_violation=on_violation,
-                                   model=model, approved=len(approved))
+    run_facet = decision_run_facet(
+        report, outcome, enforcement=enforcement, on_violation=on_violation, model=model, approved=len(approved)
+    )
     return OperatorLineage(inputs=inputs, run_facets={RUN_FACET: run_facet})
 
 
@@ -186,8 +187,13 @@ def decision_run_facet(
 
 
 def partitions_facets(
-    report: GateReport, partitions: list[DecidedPartition], dataset: str, approved: set[str], *,
-    completed: bool, cap: int = PARTITIONS_CAP,
+    report: GateReport,
+    partitions: list[DecidedPartition],
+    dataset: str,
+    approved: set[str],
+    *,
+    completed: bool,
+    cap: int = PARTITIONS_CAP,
 ) -> dict[str, InputDatasetFacet]:
     """The input facets of one dataset: its partitions (capped), an assertion per rule and, when the
     task completed, the subset that passed (left out above ``cap``: a partial subset would understate
@@ -222,10 +228,13 @@ def rule_assertions(partitions: list[DecidedPartition]) -> InputDatasetFacet:
     allowed = sum(p.allow for p in partitions)
     assertions = [
         Assertion(
-            assertion="consent_policy", success=allowed == len(partitions), severity="error",
+            assertion="consent_policy",
+            success=allowed == len(partitions),
+            severity="error",
             name="partitions allowed by the consent policies",
             description=f"{allowed} of {len(partitions)} partition(s) allowed",
-            expected=str(len(partitions)), actual=str(allowed),
+            expected=str(len(partitions)),
+            actual=str(allowed),
         )
     ]
     counts = _rule_counts(partitions)
@@ -234,12 +243,17 @@ def rule_assertions(partitions: list[DecidedPartition]) -> InputDatasetFacet:
         enforced = any(v.enforcement == "deny" for v in violations)
         assertions.append(
             Assertion(
-                assertion=rule_id, success=False, severity="error" if enforced else "warn",
+                assertion=rule_id,
+                success=False,
+                severity="error" if enforced else "warn",
                 name=violations[0].title,
                 description=f"{counts[rule_id]} of {len(partitions)} partition(s) violate {rule_id}",
-                expected="0", actual=str(counts[rule_id]),
-                params={"ruleSeverity": violations[0].severity,
-                        "enforcement": sorted({v.enforcement for v in violations})},
+                expected="0",
+                actual=str(counts[rule_id]),
+                params={
+                    "ruleSeverity": violations[0].severity,
+                    "enforcement": sorted({v.enforcement for v in violations}),
+                },
             )
         )
     return DataQualityAssertionsDatasetFacet(assertions=assertions)
@@ -309,10 +323,15 @@ def dataset_identity(uri: str) -> tuple[str, str]:
 
 def _partition(partition: DecidedPartition, approved: set[str]) -> ConsentPartition:
     return ConsentPartition(
-        id=partition.id, uri=partition.uri, fingerprint=partition.fingerprint, allow=partition.allow,
+        id=partition.id,
+        uri=partition.uri,
+        fingerprint=partition.fingerprint,
+        allow=partition.allow,
         approved=partition.id in approved,
-        violations=[ConsentRuleViolation(ruleId=v.rule_id, severity=v.severity, enforcement=v.enforcement)
-                    for v in partition.violations],
+        violations=[
+            ConsentRuleViolation(ruleId=v.rule_id, severity=v.severity, enforcement=v.enforcement)
+            for v in partition.violations
+        ],
     )
 
 

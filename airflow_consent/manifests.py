@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from airflow_consent.discovery import DiscoveredPartition
 from airflow_consent.models import MANIFEST_VERSION_ERROR, MANIFEST_VERSIONS, Manifest, ManifestProblem
@@ -70,20 +71,23 @@ def read_manifest(partition: DiscoveredPartition) -> ManifestResult:
         except (OSError, ValueError, pa.ArrowException) as exc:
             problems.append(_problem(source, None, f"cannot read the Parquet footer: {exc}"))
             continue
-        raw = metadata.get(PARQUET_METADATA_KEY.encode())
-        if raw is not None:
-            claims.append(_parsed(raw, source, problems))
+        claimed = metadata.get(PARQUET_METADATA_KEY.encode())
+        if claimed is not None:
+            claims.append(_parsed(claimed, source, problems))
 
     if not claims:
         return None, sidecar, problems if sidecar else [*problems, _missing(partition)]
     first_source, first = claims[0]
     for source, manifest in claims[1:]:
         if first and manifest and (fields := _differing_fields(first, manifest)):
-            problems.append(_problem(
-                source, fields[0],
-                f"conflicting manifests: {source} and {first_source} disagree on {', '.join(fields[:10])}; "
-                "every claim about a partition (sidecar and Parquet metadata) must say the same",
-            ))
+            problems.append(
+                _problem(
+                    source,
+                    fields[0],
+                    f"conflicting manifests: {source} and {first_source} disagree on {', '.join(fields[:10])}; "
+                    "every claim about a partition (sidecar and Parquet metadata) must say the same",
+                )
+            )
     return (first if not problems else None), first_source, problems
 
 
@@ -104,6 +108,7 @@ def _parsed(raw: bytes, source: str, problems: list[ManifestProblem]) -> tuple[s
 
 def _differing_fields(one: Manifest, other: Manifest) -> list[str]:
     """Dotted paths of the fields whose values differ between two manifests."""
+
     def flat(value: Any, prefix: str) -> dict[str, Any]:
         if isinstance(value, dict):
             return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
@@ -122,15 +127,13 @@ def parse_manifest(raw: bytes | str, source: str) -> tuple[Manifest | None, list
     except UnicodeDecodeError as exc:
         return None, [_problem(source, None, f"manifest is not UTF-8 text: {exc}")]
     if (depth := _nesting_depth(text)) > MAX_MANIFEST_DEPTH:
-        return None, [_problem(
-            source, None, f"manifest nests {depth} levels deep; at most {MAX_MANIFEST_DEPTH} are read"
-        )]
+        return None, [
+            _problem(source, None, f"manifest nests {depth} levels deep; at most {MAX_MANIFEST_DEPTH} are read")
+        ]
     try:
         json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except json.JSONDecodeError as exc:
-        return None, [
-            _problem(source, None, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
-        ]
+        return None, [_problem(source, None, f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")]
     except _DuplicateKey as exc:
         return None, [_problem(source, None, f"malformed JSON: duplicate key {exc.args[0]!r} in one object")]
     try:
@@ -161,7 +164,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _validation_problem(source: str, error: dict[str, Any]) -> ManifestProblem:
+def _validation_problem(source: str, error: ErrorDetails) -> ManifestProblem:
     field = ".".join(str(part) for part in error["loc"]) or None
     value = error.get("input")
     if error["type"] == MANIFEST_VERSION_ERROR:  # a field the manifest's version requires or does not have

@@ -153,19 +153,25 @@ class Manifest(_Strict):
         if self.manifest_version == "1":
             if provenance.license is None:
                 given = "license" in provenance.model_fields_set
-                raise _version_error("license", "Input should be a valid string (got null)" if given
-                                     else "required field is missing")
+                raise _version_error(
+                    "license", "Input should be a valid string (got null)" if given else "required field is missing"
+                )
             for name in _VERSION_2_PROVENANCE:
                 if getattr(provenance, name) not in (None, []):
-                    raise _version_error(name, f"'{name}' is a field of manifest_version '2'; "
-                                         "this manifest is version '1'")
+                    raise _version_error(
+                        name, f"'{name}' is a field of manifest_version '2'; this manifest is version '1'"
+                    )
         else:
             if provenance.license is not None:
-                raise _version_error("license", "manifest_version '2' lists every license in provenance.licenses "
-                                     "(one license in 'license' is version '1')")
+                raise _version_error(
+                    "license",
+                    "manifest_version '2' lists every license in provenance.licenses "
+                    "(one license in 'license' is version '1')",
+                )
             if not provenance.licenses:
-                raise _version_error("licenses", "required field is missing: manifest_version '2' lists at least "
-                                     "one license")
+                raise _version_error(
+                    "licenses", "required field is missing: manifest_version '2' lists at least one license"
+                )
         return self
 
 

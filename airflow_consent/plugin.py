@@ -40,8 +40,10 @@ class ConsentReportLink(BaseOperatorLink):
         from airflow.configuration import conf
 
         base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
-        path = "/".join(quote(part, safe="") for part in ("dags", ti_key.dag_id, "runs", ti_key.run_id,
-                                                          "tasks", ti_key.task_id, "xcom"))
+        path = "/".join(
+            quote(part, safe="")
+            for part in ("dags", ti_key.dag_id, "runs", ti_key.run_id, "tasks", ti_key.task_id, "xcom")
+        )
         return f"{base}/{path}"
 
 
@@ -49,4 +51,4 @@ class ConsentPlugin(AirflowPlugin):
     """airflow-consent's plugin: the consent report link for gate operators and sensors."""
 
     name = "airflow_consent"
-    operator_extra_links = [ConsentReportLink()]
+    operator_extra_links = [ConsentReportLink()]  # noqa: RUF012 - AirflowPlugin declares it a list

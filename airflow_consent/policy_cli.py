@@ -26,10 +26,12 @@ if TYPE_CHECKING:
     from airflow_consent.models import GateReport, GateRequest, PartitionInput
     from airflow_consent.run import GateSettings
 
-app = typer.Typer(help="Tools for policy authors: check, compare, explain and bundle a policy directory.",
-                  no_args_is_help=True)
-reference_app = typer.Typer(help="Valid values from the policies' reference data (consent/reference/).",
-                            no_args_is_help=True)
+app = typer.Typer(
+    help="Tools for policy authors: check, compare, explain and bundle a policy directory.", no_args_is_help=True
+)
+reference_app = typer.Typer(
+    help="Valid values from the policies' reference data (consent/reference/).", no_args_is_help=True
+)
 
 EXIT_FAILED = 1  # check: a check failed; impact: a decision changes
 EXIT_BROKEN = 2
@@ -37,16 +39,30 @@ COVERAGE_THRESHOLD = 90.0
 # Not in a bundle: Rego tests and the shared examples (examples/ and their helpers, consent/lib/examples/).
 BUNDLE_IGNORE = ("*_test.rego", "examples")
 
-PolicyDir = Annotated[Path, typer.Argument(help="a policy directory (policies/ or a copy)", metavar="DIR",
-                                           exists=True, file_okay=False, show_default=False)]
-PolicyPath = Annotated[Path | None, typer.Option(
-    help="the policy directory; default: [consent] policy_path, else the shipped policies", exists=True,
-    file_okay=False, show_default=False)]
-OpaBinary = Annotated[Path | None, typer.Option(
-    "--opa", help="the OPA binary; default: the pinned one, provisioned if need be", show_default=False)]
+PolicyDir = Annotated[
+    Path,
+    typer.Argument(
+        help="a policy directory (policies/ or a copy)", metavar="DIR", exists=True, file_okay=False, show_default=False
+    ),
+]
+PolicyPath = Annotated[
+    Path | None,
+    typer.Option(
+        help="the policy directory; default: [consent] policy_path, else the shipped policies",
+        exists=True,
+        file_okay=False,
+        show_default=False,
+    ),
+]
+OpaBinary = Annotated[
+    Path | None,
+    typer.Option("--opa", help="the OPA binary; default: the pinned one, provisioned if need be", show_default=False),
+]
 Purpose = Annotated[str, typer.Option(help="purpose id from the taxonomy (airflow-consent reference purposes)")]
-DatasetConfigPath = Annotated[str | None, typer.Option(
-    help="directory of <dataset>.json evidence configurations; default: [consent] dataset_config_path")]
+DatasetConfigPath = Annotated[
+    str | None,
+    typer.Option(help="directory of <dataset>.json evidence configurations; default: [consent] dataset_config_path"),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
@@ -56,11 +72,19 @@ AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 @app.command()
 def check(
     directory: PolicyDir,
-    schema: Annotated[Path | None, typer.Option(
-        help="the input JSON Schema; default: the shipped schemas/input.json, generated from the models the "
-        "gate builds its input with", exists=True, dir_okay=False, show_default=False)] = None,
-    coverage_threshold: Annotated[float, typer.Option(
-        min=0, max=100, help="least test coverage of the policy files (test files excluded), percent")
+    schema: Annotated[
+        Path | None,
+        typer.Option(
+            help="the input JSON Schema; default: the shipped schemas/input.json, generated from the models the "
+            "gate builds its input with",
+            exists=True,
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    coverage_threshold: Annotated[
+        float,
+        typer.Option(min=0, max=100, help="least test coverage of the policy files (test files excluded), percent"),
     ] = COVERAGE_THRESHOLD,
     opa: OpaBinary = None,
 ) -> None:
@@ -108,8 +132,10 @@ def _coverage_passes(report: dict, threshold: float) -> bool:
     covered = sum(f.get("covered_lines", 0) for f in policies.values())
     lines = covered + sum(f.get("not_covered_lines", 0) for f in policies.values())
     percent = 100.0 * covered / lines if lines else 0.0
-    _step(f"coverage {percent:.2f}% of {lines} policy lines ({report['coverage']:.2f}% including tests), "
-          f"threshold {threshold:g}%")
+    _step(
+        f"coverage {percent:.2f}% of {lines} policy lines ({report['coverage']:.2f}% including tests), "
+        f"threshold {threshold:g}%"
+    )
     for name, f in sorted(policies.items()):
         for start, end in sorted({(span["start"]["row"], span["end"]["row"]) for span in f.get("not_covered", [])}):
             typer.echo(f"  not covered: {name}:{start}" + (f"-{end}" if end != start else ""))
@@ -159,15 +185,23 @@ def impact(
     try:
         for side, directory in (("base", base), ("new", new)):
             gate = _local_gate(directory, dataset_config_path)
-            reports[side] = run_gate(request, gate.specs([(uri, None) for uri in datasets]), gate,
-                                     partition_filter=partition_filter, record=False, logger=_gate_log(as_json))
+            reports[side] = run_gate(
+                request,
+                gate.specs([(uri, None) for uri in datasets]),
+                gate,
+                partition_filter=partition_filter,
+                record=False,
+                logger=_gate_log(as_json),
+            )
     except ConsentError as exc:
         _broken(str(exc))
     if reports["base"].input_digest != reports["new"].input_digest:
         _broken("the data changed between the two evaluations (the policy inputs differ): run it again")
     found = _impact(reports["base"], reports["new"])
-    found["policies"] = {side: {"path": str(path), "revision": reports[side].policy_revision}
-                         for side, path in (("base", base), ("new", new))}
+    found["policies"] = {
+        side: {"path": str(path), "revision": reports[side].policy_revision}
+        for side, path in (("base", base), ("new", new))
+    }
     typer.echo(json.dumps(found, indent=2) if as_json else _impact_text(found))
     raise typer.Exit(EXIT_FAILED if found["changes"] else 0)
 
@@ -183,8 +217,16 @@ def _impact(base: GateReport, new: GateReport) -> dict:
         if before.allow == after.allow and was == now:
             continue
         added, removed = sorted(now - was), sorted(was - now)
-        changes.append({"id": before.id, "uri": before.uri, "base_allow": before.allow, "new_allow": after.allow,
-                        "added": added, "removed": removed})
+        changes.append(
+            {
+                "id": before.id,
+                "uri": before.uri,
+                "base_allow": before.allow,
+                "new_allow": after.allow,
+                "added": added,
+                "removed": removed,
+            }
+        )
         for key, rule_ids in (("added", added), ("removed", removed)):
             for rule_id in rule_ids:
                 rules.setdefault(rule_id, {"added": 0, "removed": 0})[key] += 1
@@ -206,18 +248,26 @@ def _impact_text(found: dict) -> str:
     lines = [f"Policy impact for purpose {found['purpose']!r} on {totals['partitions']} partition(s)"]
     for side in ("base", "new"):
         policies = found["policies"][side]
-        lines.append(f"  {side:<4} {policies['path']} (policies {policies['revision']}): "
-                     f"{totals[side + '_denied']} denied")
+        lines.append(
+            f"  {side:<4} {policies['path']} (policies {policies['revision']}): {totals[side + '_denied']} denied"
+        )
     for change in found["changes"]:
-        label = ("STILL DENIED" if change["base_allow"] == change["new_allow"]
-                 else "NOW ALLOWED" if change["new_allow"] else "NOW DENIED")
+        label = (
+            "STILL DENIED"
+            if change["base_allow"] == change["new_allow"]
+            else "NOW ALLOWED"
+            if change["new_allow"]
+            else "NOW DENIED"
+        )
         rules = [f"+{r}" for r in change["added"]] + [f"-{r}" for r in change["removed"]]
         lines.append(f"  {label:<12} {change['id']}  {' '.join(rules)}")
     if found["rules"]:
         lines.append("by rule (partitions it now denies / no longer denies):")
         lines += [f"  {rule_id}: +{n['added']} -{n['removed']}" for rule_id, n in found["rules"].items()]
-    lines.append(f"{totals['newly_denied']} newly denied, {totals['newly_allowed']} newly allowed, "
-                 f"{totals['other_rules']} denied by other rules, {totals['unchanged']} unchanged")
+    lines.append(
+        f"{totals['newly_denied']} newly denied, {totals['newly_allowed']} newly allowed, "
+        f"{totals['other_rules']} denied by other rules, {totals['unchanged']} unchanged"
+    )
     return "\n".join(lines)
 
 
@@ -226,8 +276,9 @@ def _impact_text(found: dict) -> str:
 
 @app.command()
 def explain(
-    partition_uri: Annotated[str, typer.Argument(help="a partition directory: <dataset URI>/<key>=<value>/...",
-                                                 show_default=False)],
+    partition_uri: Annotated[
+        str, typer.Argument(help="a partition directory: <dataset URI>/<key>=<value>/...", show_default=False)
+    ],
     purpose: Purpose,
     policy_path: PolicyPath = None,
     dataset_config_path: DatasetConfigPath = None,
@@ -248,17 +299,30 @@ def explain(
         specs, keys = _partition_spec(partition_uri, gate)
         partition_filter = [(key, "=", value) for key, value in keys.items()]
         [partition] = collect_partitions(specs, partition_filter=partition_filter, logger=_gate_log(True))
-        [decided] = run_gate(request, specs, gate, partition_filter=partition_filter, record=False,
-                             logger=_gate_log(as_json)).partitions
+        [decided] = run_gate(
+            request, specs, gate, partition_filter=partition_filter, record=False, logger=_gate_log(as_json)
+        ).partitions
         rules = _fired_rules(root, [v.rule_id for v in decided.violations])
     except ConsentError as exc:
         _broken(str(exc))
     if as_json:
-        typer.echo(json.dumps({"request": request.model_dump(mode="json"), "partition": partition.model_dump(mode="json"),
-                               "decision": decided.model_dump(mode="json"), "rules": rules}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "request": request.model_dump(mode="json"),
+                    "partition": partition.model_dump(mode="json"),
+                    "decision": decided.model_dump(mode="json"),
+                    "rules": rules,
+                },
+                indent=2,
+            )
+        )
     else:
-        lines = [f"{'ALLOW' if decided.allow else 'DENY'} {decided.id} for purpose {purpose!r} (policies {root})",
-                 "", "Policy input (the fields that are set; --json for all of it):"]
+        lines = [
+            f"{'ALLOW' if decided.allow else 'DENY'} {decided.id} for purpose {purpose!r} (policies {root})",
+            "",
+            "Policy input (the fields that are set; --json for all of it):",
+        ]
         lines += [f"  {key}: {value}" for key, value in _fields(request, partition)]
         lines += ["", f"Violations: {len(decided.violations)}"]
         for violation in decided.violations:
@@ -276,8 +340,9 @@ def _partition_spec(partition_uri: str, gate: GateSettings) -> tuple[list, dict[
     segments = partition_uri.rstrip("/").split("/")
     depth = next((n for n in range(len(segments)) if "=" not in segments[-1 - n]), len(segments))
     if depth == 0 or depth == len(segments):
-        raise typer.BadParameter(f"{partition_uri!r} is not <dataset URI>/<key>=<value>/...",
-                                 param_hint="PARTITION_URI")
+        raise typer.BadParameter(
+            f"{partition_uri!r} is not <dataset URI>/<key>=<value>/...", param_hint="PARTITION_URI"
+        )
     [spec] = gate.specs([("/".join(segments[:-depth]), None)])
     wanted = os.path.abspath(partition_uri) if "://" not in partition_uri else partition_uri.rstrip("/")
     for found in discover_partitions(spec.uri):
@@ -308,8 +373,10 @@ def _fired_rules(root: Path, rule_ids: list[str]) -> dict[str, dict]:
     from airflow_consent import policy_lint
 
     binary = _opa_binary(None)
-    by_id = {(rule.metadata.get("custom") or {}).get("id") or f"consent.rules.{rule.name}": rule
-             for rule in policy_lint.rule_metadata(root, binary).values()}
+    by_id = {
+        (rule.metadata.get("custom") or {}).get("id") or f"consent.rules.{rule.name}": rule
+        for rule in policy_lint.rule_metadata(root, binary).values()
+    }
     fired: dict[str, dict] = {}
     for rule_id in dict.fromkeys(rule_ids):
         if (rule := by_id.get(rule_id)) is None:
@@ -322,12 +389,18 @@ def _fired_rules(root: Path, rule_ids: list[str]) -> dict[str, dict]:
             location = entry["location"]
             source = base64.b64decode(location.get("text", "")).decode()
             if entry["head"].get("name") == "violation":
-                definitions.append({"start": location["row"], "end": location["row"] + source.count("\n"),
-                                    "source": source})
+                definitions.append(
+                    {"start": location["row"], "end": location["row"] + source.count("\n"), "source": source}
+                )
             else:
                 helpers.append({"name": entry["head"].get("name"), "line": location["row"]})
-        fired[rule_id] = {"package": f"consent.rules.{rule.name}", "file": str(root / rule.file),
-                          "metadata": rule.metadata, "definitions": definitions, "helpers": helpers}
+        fired[rule_id] = {
+            "package": f"consent.rules.{rule.name}",
+            "file": str(root / rule.file),
+            "metadata": rule.metadata,
+            "definitions": definitions,
+            "helpers": helpers,
+        }
     return fired
 
 
@@ -335,20 +408,33 @@ def _rule_lines(rule_id: str, message: str, enforcement: str, rule: dict) -> lis
     metadata, custom = rule["metadata"], rule["metadata"].get("custom") or {}
     mode = "" if enforcement == "deny" else f", {enforcement}: not enforced"
     recoverable = "recoverable" if custom.get("recoverable") else "not recoverable"
-    lines = ["", f"  {rule_id} {metadata.get('title', '(no METADATA title)')} ({custom.get('severity', '?')}, "
-             + f"{recoverable}{mode})", f"    message: {message}"]
-    for label, text in (("what", metadata.get("description")), ("fix", custom.get("remediation")),
-                        ("see", "; ".join(custom.get("regulation") or []))):
+    lines = [
+        "",
+        f"  {rule_id} {metadata.get('title', '(no METADATA title)')} ({custom.get('severity', '?')}, "
+        + f"{recoverable}{mode})",
+        f"    message: {message}",
+    ]
+    for label, text in (
+        ("what", metadata.get("description")),
+        ("fix", custom.get("remediation")),
+        ("see", "; ".join(custom.get("regulation") or [])),
+    ):
         if text:
             lines.append(f"    {label}: {' '.join(str(text).split())}")
     if rule["package"] is None:
         return [*lines, f"    rule: no rule package has the id {rule_id}"]
     for definition in rule["definitions"]:
-        lines.append(f"    rule: {rule['package']}.violation at {rule['file']}:{definition['start']}-{definition['end']}")
-        lines += [f"      {definition['start'] + n:>4}  {text}"
-                  for n, text in enumerate(definition["source"].expandtabs(4).splitlines())]
+        lines.append(
+            f"    rule: {rule['package']}.violation at {rule['file']}:{definition['start']}-{definition['end']}"
+        )
+        lines += [
+            f"      {definition['start'] + n:>4}  {text}"
+            for n, text in enumerate(definition["source"].expandtabs(4).splitlines())
+        ]
     if rule["helpers"]:
-        lines.append("    helpers in that file: " + ", ".join(f"{h['name']} (line {h['line']})" for h in rule["helpers"]))
+        lines.append(
+            "    helpers in that file: " + ", ".join(f"{h['name']} (line {h['line']})" for h in rule["helpers"])
+        )
     return lines
 
 
@@ -359,13 +445,24 @@ def _rule_lines(rule_id: str, message: str, enforcement: str, rule: dict) -> lis
 def bundle(
     directory: PolicyDir,
     output: Annotated[Path, typer.Option("--output", "-o", help="the bundle file to write", dir_okay=False)],
-    revision: Annotated[str | None, typer.Option(
-        help="the bundle's revision; default: the policy revision the local engine reports for DIR "
-        '(a git revision instead: --revision "$(git describe --always --dirty)")', show_default=False)] = None,
-    signing_key: Annotated[str | None, typer.Option(
-        help="sign the bundle: a PEM private key file (RSA or ECDSA), or the HMAC secret", show_default=False)] = None,
-    signing_alg: Annotated[str | None, typer.Option(
-        help="the signing algorithm (OPA's default: RS256; ES256, HS256, ...)", show_default=False)] = None,
+    revision: Annotated[
+        str | None,
+        typer.Option(
+            help="the bundle's revision; default: the policy revision the local engine reports for DIR "
+            '(a git revision instead: --revision "$(git describe --always --dirty)")',
+            show_default=False,
+        ),
+    ] = None,
+    signing_key: Annotated[
+        str | None,
+        typer.Option(
+            help="sign the bundle: a PEM private key file (RSA or ECDSA), or the HMAC secret", show_default=False
+        ),
+    ] = None,
+    signing_alg: Annotated[
+        str | None,
+        typer.Option(help="the signing algorithm (OPA's default: RS256; ES256, HS256, ...)", show_default=False),
+    ] = None,
     opa: OpaBinary = None,
 ) -> None:
     """Build an OPA bundle (opa build -b) of DIR for OPA servers: its policies and data.json reference data,
@@ -382,11 +479,24 @@ def bundle(
     root = Path(os.path.abspath(directory))
     revision = revision or policy_revision(root)
     target = Path(os.path.abspath(output))
-    signing = [*(["--signing-key", signing_key] if signing_key else []),
-               *(["--signing-alg", signing_alg] if signing_alg else [])]
+    signing = [
+        *(["--signing-key", signing_key] if signing_key else []),
+        *(["--signing-alg", signing_alg] if signing_alg else []),
+    ]
     ignored = [argument for pattern in BUNDLE_IGNORE for argument in ("--ignore", pattern)]
-    built = _opa(_opa_binary(opa), "build", "--bundle", ".", *ignored, "--revision", revision, *signing,
-                 "--output", str(target), cwd=root)
+    built = _opa(
+        _opa_binary(opa),
+        "build",
+        "--bundle",
+        ".",
+        *ignored,
+        "--revision",
+        revision,
+        *signing,
+        "--output",
+        str(target),
+        cwd=root,
+    )
     if built.returncode != 0:
         _broken(f"opa build failed: {(built.stderr or built.stdout).strip()}")
     with tarfile.open(target) as archive:
@@ -434,8 +544,13 @@ def sources(policy_path: PolicyPath = None, as_json: AsJson = False) -> None:
     for source_id, entry in approved.items():
         agreements = list((entry.get("agreements") or {}).items()) or [("-", {})]
         for n, (agreement_id, agreement) in enumerate(agreements):
-            table.add_row(source_id if n == 0 else "", entry.get("party", "") if n == 0 else "", agreement_id,
-                          ", ".join(agreement.get("purposes", [])), agreement.get("expires_at", ""))
+            table.add_row(
+                source_id if n == 0 else "",
+                entry.get("party", "") if n == 0 else "",
+                agreement_id,
+                ", ".join(agreement.get("purposes", [])),
+                agreement.get("expires_at", ""),
+            )
     _print(table)
 
 
@@ -448,25 +563,43 @@ def licenses(
 ) -> None:
     """The licenses and terms a manifest may name: the SPDX licenses (licenses) and the organisation's
     own terms and classifications (license_terms, which win over an SPDX entry of the same id)."""
-    merged = {license_id: {**entry, "defined_in": "licenses"}
-              for license_id, entry in _reference(policy_path, "licenses").items()}
-    merged.update({license_id: {**entry, "defined_in": "license_terms"}
-                   for license_id, entry in _reference(policy_path, "license_terms").items()})
+    merged = {
+        license_id: {**entry, "defined_in": "licenses"}
+        for license_id, entry in _reference(policy_path, "licenses").items()
+    }
+    merged.update(
+        {
+            license_id: {**entry, "defined_in": "license_terms"}
+            for license_id, entry in _reference(policy_path, "license_terms").items()
+        }
+    )
     selected = {
-        license_id: entry for license_id, entry in sorted(merged.items(), key=lambda item: item[0].lower())
+        license_id: entry
+        for license_id, entry in sorted(merged.items(), key=lambda item: item[0].lower())
         if (family is None or entry.get("family") == family)
         and (match is None or match.lower() in f"{license_id} {entry.get('title', '')}".lower())
     }
     if as_json:
         return typer.echo(json.dumps(selected, indent=2))
-    table = _table(f"{len(selected)} of {len(merged)} licenses (from: SPDX licenses, or the organisation's "
-                   "license_terms)", "license", "from", "family", "commercial", "purposes", "title")
+    table = _table(
+        f"{len(selected)} of {len(merged)} licenses (from: SPDX licenses, or the organisation's license_terms)",
+        "license",
+        "from",
+        "family",
+        "commercial",
+        "purposes",
+        "title",
+    )
     for license_id, entry in selected.items():
         permitted = entry.get("purposes", [])
-        table.add_row(license_id + (" (deprecated)" if entry.get("deprecated") else ""),
-                      "terms" if entry["defined_in"] == "license_terms" else "SPDX", entry.get("family", ""),
-                      _yes(entry.get("commercial")), "any" if permitted is None else ", ".join(permitted) or "none",
-                      entry.get("title", ""))
+        table.add_row(
+            license_id + (" (deprecated)" if entry.get("deprecated") else ""),
+            "terms" if entry["defined_in"] == "license_terms" else "SPDX",
+            entry.get("family", ""),
+            _yes(entry.get("commercial")),
+            "any" if permitted is None else ", ".join(permitted) or "none",
+            entry.get("title", ""),
+        )
     _print(table)
 
 
@@ -528,8 +661,9 @@ def _local_gate(policy_path: Path | None, dataset_config_path: str | None) -> Ga
     from airflow_consent.run import GateArguments, resolve
 
     config = dataclasses.replace(settings(), pinned_task_arguments=())
-    arguments = GateArguments(policy_path=str(policy_path) if policy_path else None,
-                              dataset_config_path=dataset_config_path)
+    arguments = GateArguments(
+        policy_path=str(policy_path) if policy_path else None, dataset_config_path=dataset_config_path
+    )
     return dataclasses.replace(resolve(arguments, config), opa_conn_id=None)
 
 
@@ -555,8 +689,9 @@ def _opa_binary(explicit: Path | None) -> Path:
 
 def _opa(binary: Path, *arguments: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([str(binary), *arguments], cwd=cwd, capture_output=True, text=True, timeout=600,
-                              check=False)
+        return subprocess.run(
+            [str(binary), *arguments], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         _broken(f"cannot run {binary}: {exc}")
 

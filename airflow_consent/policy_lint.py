@@ -182,10 +182,13 @@ def _example_problems(policy_dir: Path, rules: dict[str, Rule]) -> list[LintProb
         rule_id = (rule.metadata.get("custom") or {}).get("id")
         expected_id = example.get("expected", {}).get("rule_id") if isinstance(example, dict) else None
         if expected_id != rule_id:
-            problems.append(LintProblem(
-                f"examples/{rule.name}.json", rule.name,
-                f"the expected violation's rule_id {expected_id!r} is not the rule's id {rule_id!r}",
-            ))
+            problems.append(
+                LintProblem(
+                    f"examples/{rule.name}.json",
+                    rule.name,
+                    f"the expected violation's rule_id {expected_id!r} is not the rule's id {rule_id!r}",
+                )
+            )
     return problems
 
 

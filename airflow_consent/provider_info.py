@@ -16,10 +16,18 @@ def get_provider_info() -> dict:
         "provenance policies evaluated by Open Policy Agent.",
         "versions": [__version__],
         "integrations": [
-            {"integration-name": _OPA, "external-doc-url": "https://www.openpolicyagent.org/docs/", "tags": ["software"]}
+            {
+                "integration-name": _OPA,
+                "external-doc-url": "https://www.openpolicyagent.org/docs/",
+                "tags": ["software"],
+            }
         ],
-        "operators": [{"integration-name": _OPA,
-                       "python-modules": ["airflow_consent.operators.consent", "airflow_consent.operators.audit"]}],
+        "operators": [
+            {
+                "integration-name": _OPA,
+                "python-modules": ["airflow_consent.operators.consent", "airflow_consent.operators.audit"],
+            }
+        ],
         "hooks": [{"integration-name": _OPA, "python-modules": ["airflow_consent.hooks.opa"]}],
         "plugins": [{"name": "airflow_consent", "plugin-class": "airflow_consent.plugin.ConsentPlugin"}],
         "connection-types": [
@@ -29,7 +37,10 @@ def get_provider_info() -> dict:
                 "connection-type": "opa",
                 "conn-fields": {
                     "timeout": {"label": "Timeout (seconds)", "schema": {"type": ["number", "null"], "default": 30}},
-                    "retries": {"label": "Retries per evaluation", "schema": {"type": ["integer", "null"], "default": 2}},
+                    "retries": {
+                        "label": "Retries per evaluation",
+                        "schema": {"type": ["integer", "null"], "default": 2},
+                    },
                     "ca_bundle": {"label": "CA bundle path (https)", "schema": {"type": ["string", "null"]}},
                     "client_cert": {"label": "Client certificate path (mTLS)", "schema": {"type": ["string", "null"]}},
                     "client_key": {"label": "Client key path (mTLS)", "schema": {"type": ["string", "null"]}},

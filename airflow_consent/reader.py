@@ -71,10 +71,16 @@ def approved_dataset(
     first = selected[0].partition
     base_dir = _dataset_dir(first)
     files = [data_file.path for p in selected for data_file in p.partition.files]
-    log.info("Reading %d approved partition(s) of %s (%d data file(s)): %s", len(selected), first.root,
-             len(files), ", ".join(p.id for p in selected))
-    return pads.dataset(files, filesystem=first.filesystem, format=format, partitioning="hive",
-                        partition_base_dir=base_dir)
+    log.info(
+        "Reading %d approved partition(s) of %s (%d data file(s)): %s",
+        len(selected),
+        first.root,
+        len(files),
+        ", ".join(p.id for p in selected),
+    )
+    return pads.dataset(
+        files, filesystem=first.filesystem, format=format, partitioning="hive", partition_base_dir=base_dir
+    )
 
 
 def approved_table(
@@ -106,7 +112,10 @@ def approved_table(
         now = fingerprint_of_contents(partition, contents)
         if now != required.fingerprint:
             problem = ClearanceProblem(
-                kind="changed", partition_id=required.id, gate=required.gate, allowed_fingerprint=required.fingerprint,
+                kind="changed",
+                partition_id=required.id,
+                gate=required.gate,
+                allowed_fingerprint=required.fingerprint,
                 current_fingerprint=now,
                 message=f"{required.id}: changed while being read for training: allowed with fingerprint "
                 f"{required.fingerprint}, read {now}",

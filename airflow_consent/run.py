@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from airflow_consent.enforcement import Enforcement, Mode, check_mode, parse_rule_modes
 from airflow_consent.errors import ConsentConfigurationError
-from airflow_consent.gate import DatasetSpec, aevaluate_gate, evaluate_gate
+from airflow_consent.gate import DatasetSpec, Log, aevaluate_gate, evaluate_gate
 
 if TYPE_CHECKING:
     from airflow_consent.config import ConsentSettings
@@ -97,13 +97,25 @@ def check_pinned(arguments: GateArguments, config: ConsentSettings) -> None:
 
 
 def run_gate(
-    request: GateRequest, datasets: Sequence[DatasetSpec], settings: GateSettings, *,
-    partition_filter: list | None = None, record: bool = True, logger: logging.Logger = log,
+    request: GateRequest,
+    datasets: Sequence[DatasetSpec],
+    settings: GateSettings,
+    *,
+    partition_filter: list | None = None,
+    record: bool = True,
+    logger: Log = log,
 ) -> GateReport:
     """Evaluate ``datasets`` for ``request``, apply the enforcement modes and, with ``record``, append
     every partition's decision to the ledger before anything is published (a ``LedgerError`` raises)."""
-    report = evaluate_gate(request, datasets, settings.engine(), entrypoint=settings.entrypoint,
-                           partition_filter=partition_filter, chunk_size=settings.query_chunk_size, logger=logger)
+    report = evaluate_gate(
+        request,
+        datasets,
+        settings.engine(),
+        entrypoint=settings.entrypoint,
+        partition_filter=partition_filter,
+        chunk_size=settings.query_chunk_size,
+        logger=logger,
+    )
     report = settings.enforcement.apply(report)
     if record:
         _record(report, request, settings, logger)
@@ -111,28 +123,47 @@ def run_gate(
 
 
 async def arun_gate(
-    request: GateRequest, datasets: Sequence[DatasetSpec], settings: GateSettings, *,
-    partition_filter: list | None = None, record: bool = True, logger: logging.Logger = log,
+    request: GateRequest,
+    datasets: Sequence[DatasetSpec],
+    settings: GateSettings,
+    *,
+    partition_filter: list | None = None,
+    record: bool = True,
+    logger: Log = log,
 ) -> GateReport:
     """``run_gate`` for an event loop (the triggerer): the ledger is written from a worker thread."""
-    report = await aevaluate_gate(request, datasets, settings.engine(), entrypoint=settings.entrypoint,
-                                  partition_filter=partition_filter, chunk_size=settings.query_chunk_size,
-                                  logger=logger)
+    report = await aevaluate_gate(
+        request,
+        datasets,
+        settings.engine(),
+        entrypoint=settings.entrypoint,
+        partition_filter=partition_filter,
+        chunk_size=settings.query_chunk_size,
+        logger=logger,
+    )
     report = await asyncio.to_thread(settings.enforcement.apply, report)
     if record:
         await asyncio.to_thread(_record, report, request, settings, logger)
     return report
 
 
-def _record(report: GateReport, request: GateRequest, settings: GateSettings, logger: logging.Logger) -> None:
+def _record(report: GateReport, request: GateRequest, settings: GateSettings, logger: Log) -> None:
     from airflow_consent.ledger import Ledger
 
     with Ledger(settings.ledger_url) as ledger:
-        recorded = ledger.record(report, request, mode=settings.enforcement.default,
-                                 input_digest=report.input_digest or "")
+        recorded = ledger.record(
+            report, request, mode=settings.enforcement.default, input_digest=report.input_digest or ""
+        )
     if recorded:
-        logger.info("Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %d:%s", len(recorded),
-                    ledger.display_url, recorded[0].seq, recorded[-1].seq, recorded[-1].seq, recorded[-1].record_hash)
+        logger.info(
+            "Recorded %d decision(s) in the consent ledger %s: seq %d..%d, head %d:%s",
+            len(recorded),
+            ledger.display_url,
+            recorded[0].seq,
+            recorded[-1].seq,
+            recorded[-1].seq,
+            recorded[-1].record_hash,
+        )
 
 
 def arguments_of(task: object) -> GateArguments:

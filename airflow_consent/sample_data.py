@@ -222,10 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: write the sample dataset under DIR and print its path."""
     parser = argparse.ArgumentParser(prog="python -m airflow_consent.sample_data", description=__doc__.splitlines()[0])
     parser.add_argument("dir", nargs="?", default="sample_data", help="where to write (default: ./sample_data)")
-    parser.add_argument("--sources", nargs="+", choices=sorted(YEARS), default=["okcupid", "studio_optin", "stock"],
-                        help="which sources' partitions to write (default: all)")
-    parser.add_argument("--without-revoked", action="store_true",
-                        help="re-deliver the partitions without the revoked subjects' rows")
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        choices=sorted(YEARS),
+        default=["okcupid", "studio_optin", "stock"],
+        help="which sources' partitions to write (default: all)",
+    )
+    parser.add_argument(
+        "--without-revoked", action="store_true", help="re-deliver the partitions without the revoked subjects' rows"
+    )
     args = parser.parse_args(argv)
     dataset = generate_profile_photos(Path(args.dir), sources=args.sources)
     if args.without_revoked:

@@ -48,8 +48,8 @@ with DAG(dag_id="bench_training", schedule=None, tags=["training"]):
 """
 SHAPES = {
     "chain": "    previous = gate\n    for i in range({n}):\n"
-             "        previous = previous >> EmptyOperator(task_id=f\"t{{i}}\")\n",
-    "fan": "    gate >> [EmptyOperator(task_id=f\"t{{i}}\") for i in range({n})] >> EmptyOperator(task_id=\"join\")\n",
+    '        previous = previous >> EmptyOperator(task_id=f"t{{i}}")\n',
+    "fan": '    gate >> [EmptyOperator(task_id=f"t{{i}}") for i in range({n})] >> EmptyOperator(task_id="join")\n',
 }
 
 
@@ -63,8 +63,12 @@ def dag_file(folder: Path, shape: str, tasks: int) -> Path:
 
 def load_previous(revision: str):
     """``airflow_consent/cluster_policy.py`` at ``revision``, as a module of its own."""
-    source = subprocess.run(["git", "-C", str(REPO), "show", f"{revision}:airflow_consent/cluster_policy.py"],
-                            capture_output=True, text=True, check=True).stdout
+    source = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{revision}:airflow_consent/cluster_policy.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     spec = importlib.util.spec_from_loader("consent_cluster_policy_previous", loader=None)
     module = importlib.util.module_from_spec(spec)
     exec(compile(source, f"{revision[:8]}:airflow_consent/cluster_policy.py", "exec"), module.__dict__)
@@ -115,8 +119,13 @@ def measure(path: Path, repeat: int, previous) -> dict:
             before.append(seconds)
             if wrapped_before != wrapped:
                 raise SystemExit(f"the two implementations wrap different tasks: {wrapped ^ wrapped_before}")
-    return {"tasks": len(dag.tasks), "wrapped": len(wrapped), "parse": min(parse), "policy": min(policy),
-            "previous": min(before) if before else None}
+    return {
+        "tasks": len(dag.tasks),
+        "wrapped": len(wrapped),
+        "parse": min(parse),
+        "policy": min(policy),
+        "previous": min(before) if before else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="100,400,800", help="DAG sizes, tasks per DAG (100,400,800)")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="chain", help="chain (default) or fan")
     parser.add_argument("--repeat", type=int, default=5, help="rounds per size; the best is printed (5)")
-    parser.add_argument("--previous", default=PREVIOUS, help="git revision of the previous implementation; "
-                        "'none' to skip it")
+    parser.add_argument(
+        "--previous", default=PREVIOUS, help="git revision of the previous implementation; 'none' to skip it"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="consent-policy-bench-home-"))
@@ -133,16 +143,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # not "Filling up the DagBag" each round
     previous = None if args.previous == "none" else load_previous(args.previous)
     sizes = [int(n) for n in args.tasks.split(",")]
-    print(f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
-          f"shape: {args.shape}  best of {args.repeat}  previous: {args.previous[:12]}")
+    print(
+        f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+        f"shape: {args.shape}  best of {args.repeat}  previous: {args.previous[:12]}"
+    )
     with tempfile.TemporaryDirectory(prefix="consent-policy-bench-") as folder:
         for size in sizes:
             row = measure(dag_file(Path(folder), args.shape, size), args.repeat, previous)
-            line = (f"{row['tasks']:>5} tasks ({row['wrapped']} wrapped): policy {row['policy'] * 1000:8.1f} ms | "
-                    f"parse without policy {row['parse'] * 1000:8.1f} ms, policy/parse {row['policy'] / row['parse']:.3f}")
+            line = (
+                f"{row['tasks']:>5} tasks ({row['wrapped']} wrapped): policy {row['policy'] * 1000:8.1f} ms | "
+                f"parse without policy {row['parse'] * 1000:8.1f} ms, policy/parse {row['policy'] / row['parse']:.3f}"
+            )
             if row["previous"] is not None:
-                line += (f" | previous {row['previous'] * 1000:8.1f} ms, previous/policy "
-                         f"{row['previous'] / row['policy']:.1f}x")
+                line += (
+                    f" | previous {row['previous'] * 1000:8.1f} ms, previous/policy "
+                    f"{row['previous'] / row['policy']:.1f}x"
+                )
             if (target := TARGET_SECONDS.get(size)) is not None:
                 line += f" [{'met' if row['policy'] <= target else 'MISSED'}: <= {target * 1000:g} ms]"
             print(line, flush=True)

@@ -44,7 +44,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-FLAGS = {"face_recognition_training": "consent_face", "model_training": "consent_model", "analytics": "consent_analytics"}
+FLAGS = {
+    "face_recognition_training": "consent_face",
+    "model_training": "consent_model",
+    "analytics": "consent_analytics",
+}
 TARGETS = {"arrow_seconds": 15.0, "arrow_peak_rss_mb": 2048.0, "gx_ratio": 20.0, "gate_seconds": 10.0}
 
 
@@ -64,12 +68,14 @@ def generate_events(root: Path, partitions: int, rows: int, revoked: int, rows_p
         directory = root / "events" / f"part={index:05d}"
         directory.mkdir(parents=True, exist_ok=True)
         subjects = scramble(index * per_partition + rng.integers(0, per_partition, rows, dtype=np.int64))
-        table = pa.table({
-            "subject_id": subjects,
-            "consent_face": rng.random(rows) < 0.999,
-            "consent_model": rng.random(rows) < 0.5,
-            "consent_analytics": rng.random(rows) < 0.9,
-        })
+        table = pa.table(
+            {
+                "subject_id": subjects,
+                "consent_face": rng.random(rows) < 0.999,
+                "consent_model": rng.random(rows) < 0.5,
+                "consent_analytics": rng.random(rows) < 0.9,
+            }
+        )
         pq.write_table(table, directory / "part-0.parquet", row_group_size=1 << 20)
     pool = partitions * per_partition
     listed = scramble(rng.choice(pool, size=min(revoked, pool), replace=False).astype(np.int64))
@@ -113,12 +119,17 @@ def generate_gate(root: Path, partitions: int, rows: int, revoked_from: Path, se
     for index in range(partitions):
         directory = root / "gate" / f"shard={index:05d}"
         directory.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table({
-            "subject_id": rng.integers(10**12, 2 * 10**12, rows, dtype=np.int64),  # never revoked
-            "consent_face": np.ones(rows, dtype=bool),
-            "consent_model": np.zeros(rows, dtype=bool),
-            "consent_analytics": np.ones(rows, dtype=bool),
-        }), directory / "part-0.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "subject_id": rng.integers(10**12, 2 * 10**12, rows, dtype=np.int64),  # never revoked
+                    "consent_face": np.ones(rows, dtype=bool),
+                    "consent_model": np.zeros(rows, dtype=bool),
+                    "consent_analytics": np.ones(rows, dtype=bool),
+                }
+            ),
+            directory / "part-0.parquet",
+        )
         (directory / SIDECAR_NAME).write_text(manifest)
     conf = root / "gate_conf"
     conf.mkdir(parents=True, exist_ok=True)
@@ -143,10 +154,10 @@ def warm_up() -> float:
     """
     started = time.perf_counter()
     import pyarrow as pa
-    import pyarrow.acero  # noqa: F401
+    import pyarrow.acero
 
-    import airflow_consent.discovery  # noqa: F401
-    import airflow_consent.evidence.collector  # noqa: F401
+    import airflow_consent.discovery
+    import airflow_consent.evidence.collector
     import airflow_consent.manifests  # noqa: F401
 
     pa.array([0])
@@ -212,10 +223,17 @@ def phase_gx(root: Path, count: int, small_set: int) -> dict:
 
     imported = time.perf_counter()
     revoked = pq.read_table(root / "conf" / "revoked.parquet").column("subject_id").to_pylist()
-    context = gx.get_context(mode="ephemeral", project_config=DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(), analytics_enabled=False,
-        progress_bars=ProgressBarsConfig(globally=False)))
-    batches = context.data_sources.add_pandas("bench").add_dataframe_asset("p").add_batch_definition_whole_dataframe("w")
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        ),
+    )
+    batches = (
+        context.data_sources.add_pandas("bench").add_dataframe_asset("p").add_batch_definition_whole_dataframe("w")
+    )
     expectation = gx.expectations.ExpectColumnValuesToNotBeInSet(column="subject_id", value_set=revoked)
     small = gx.expectations.ExpectColumnValuesToNotBeInSet(column="subject_id", value_set=revoked[:small_set])
     prepared = time.perf_counter()
@@ -277,8 +295,12 @@ def phase_gate(root: Path) -> dict:
     logger.addHandler(Marks())
     request = GateRequest(purpose="face_recognition_training", evaluated_at=datetime.now(UTC))
     started = time.perf_counter()
-    report = evaluate_gate(request, [DatasetSpec(uri=str(root / "gate"), dataset_config_path=str(root / "gate_conf"))],
-                           engine, logger=logger)
+    report = evaluate_gate(
+        request,
+        [DatasetSpec(uri=str(root / "gate"), dataset_config_path=str(root / "gate_conf"))],
+        engine,
+        logger=logger,
+    )
     done = time.perf_counter()
     asked = next(t for t, message in marks if message.startswith("Asking "))
     measured = next(message for _, message in marks if " row(s) of " in message)
@@ -301,8 +323,18 @@ def phase_gate(root: Path) -> dict:
 
 
 def run_phase(args: argparse.Namespace, phase: str) -> dict:
-    command = [sys.executable, __file__, "--phase", phase, "--workdir", str(args.workdir),
-               "--gx-partitions", str(args.gx_partitions), "--gx-small-set", str(args.gx_small_set)]
+    command = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--workdir",
+        str(args.workdir),
+        "--gx-partitions",
+        str(args.gx_partitions),
+        "--gx-small-set",
+        str(args.gx_small_set),
+    ]
     if args.threads:
         command += ["--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -348,16 +380,36 @@ def report(results: dict) -> str:
     lines.append("targets:")
     checks = []
     if arrow:
-        checks.append((f"{arrow['rows']:,} rows vs {results['revoked']:,} revoked <= {TARGETS['arrow_seconds']:g} s",
-                       arrow["seconds"] <= TARGETS["arrow_seconds"], f"{arrow['seconds']} s"))
-        checks.append((f"peak RSS <= {TARGETS['arrow_peak_rss_mb']:g} MB",
-                       arrow["peak_rss_mb"] <= TARGETS["arrow_peak_rss_mb"], f"{arrow['peak_rss_mb']} MB"))
+        checks.append(
+            (
+                f"{arrow['rows']:,} rows vs {results['revoked']:,} revoked <= {TARGETS['arrow_seconds']:g} s",
+                arrow["seconds"] <= TARGETS["arrow_seconds"],
+                f"{arrow['seconds']} s",
+            )
+        )
+        checks.append(
+            (
+                f"peak RSS <= {TARGETS['arrow_peak_rss_mb']:g} MB",
+                arrow["peak_rss_mb"] <= TARGETS["arrow_peak_rss_mb"],
+                f"{arrow['peak_rss_mb']} MB",
+            )
+        )
     if gx:
-        checks.append((f"Arrow >= {TARGETS['gx_ratio']:g}x faster per row than GX", gx["ratio_per_row"] >= TARGETS["gx_ratio"],
-                       f"{gx['ratio_per_row']}x"))
+        checks.append(
+            (
+                f"Arrow >= {TARGETS['gx_ratio']:g}x faster per row than GX",
+                gx["ratio_per_row"] >= TARGETS["gx_ratio"],
+                f"{gx['ratio_per_row']}x",
+            )
+        )
     if gate:
-        checks.append((f"{gate['partitions']:,} partitions gated <= {TARGETS['gate_seconds']:g} s",
-                       gate["seconds"] <= TARGETS["gate_seconds"], f"{gate['seconds']} s"))
+        checks.append(
+            (
+                f"{gate['partitions']:,} partitions gated <= {TARGETS['gate_seconds']:g} s",
+                gate["seconds"] <= TARGETS["gate_seconds"],
+                f"{gate['seconds']} s",
+            )
+        )
     for label, ok, value in checks:
         lines.append(f"  [{'met' if ok else 'MISSED'}] {label}: {value}")
     return "\n".join(lines)
@@ -370,8 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revoked", type=int, default=1_000_000, help="subjects on the revocation list (1,000,000)")
     parser.add_argument("--rows-per-subject", type=int, default=4, help="average rows per subject (4)")
     parser.add_argument("--gx-partitions", type=int, default=1, help="events partitions run through GX (1)")
-    parser.add_argument("--gx-small-set", type=int, default=1000,
-                        help="also time GX with only this many revoked ids, to separate its per-row cost (1,000)")
+    parser.add_argument(
+        "--gx-small-set",
+        type=int,
+        default=1000,
+        help="also time GX with only this many revoked ids, to separate its per-row cost (1,000)",
+    )
     parser.add_argument("--gate-partitions", type=int, default=10_000, help="partitions of the gate dataset (10,000)")
     parser.add_argument("--gate-rows", type=int, default=100, help="rows per gate partition (100)")
     parser.add_argument("--threads", type=int, default=0, help="evidence threads (default: the collector's)")
@@ -396,23 +452,34 @@ def main(argv: list[str] | None = None) -> int:
     temporary = args.workdir is None
     args.workdir = Path(args.workdir or tempfile.mkdtemp(prefix="consent-evidence-bench-")).resolve()
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    results: dict = {"cores": os.cpu_count(), "workdir": str(args.workdir), "args": {
-        k: v for k, v in vars(args).items() if k not in {"phase", "json", "workdir"}}}
+    results: dict = {
+        "cores": os.cpu_count(),
+        "workdir": str(args.workdir),
+        "args": {k: v for k, v in vars(args).items() if k not in {"phase", "json", "workdir"}},
+    }
     try:
         marker = args.workdir / "generated.json"
-        wanted = {k: getattr(args, k) for k in ("partitions", "rows", "revoked", "rows_per_subject", "gate_partitions",
-                                                "gate_rows", "seed")}
+        wanted = {
+            k: getattr(args, k)
+            for k in ("partitions", "rows", "revoked", "rows_per_subject", "gate_partitions", "gate_rows", "seed")
+        }
         if marker.exists() and json.loads(marker.read_text()).get("args") == wanted:
             generated = json.loads(marker.read_text())
             print(f"reusing the data in {args.workdir}", flush=True)
         else:
             shutil.rmtree(args.workdir / "events", ignore_errors=True)
             shutil.rmtree(args.workdir / "gate", ignore_errors=True)
-            print(f"generating {args.partitions} x {args.rows:,} rows and {args.gate_partitions:,} gate partitions "
-                  f"in {args.workdir} ...", flush=True)
-            events = generate_events(args.workdir, args.partitions, args.rows, args.revoked, args.rows_per_subject, args.seed)
-            gate = generate_gate(args.workdir, args.gate_partitions, args.gate_rows, args.workdir / "conf" / "revoked.parquet",
-                                 args.seed)
+            print(
+                f"generating {args.partitions} x {args.rows:,} rows and {args.gate_partitions:,} gate partitions "
+                f"in {args.workdir} ...",
+                flush=True,
+            )
+            events = generate_events(
+                args.workdir, args.partitions, args.rows, args.revoked, args.rows_per_subject, args.seed
+            )
+            gate = generate_gate(
+                args.workdir, args.gate_partitions, args.gate_rows, args.workdir / "conf" / "revoked.parquet", args.seed
+            )
             generated = {"args": wanted, "events": events, "gate": gate}
             marker.write_text(json.dumps(generated))
         results["generated"] = generated

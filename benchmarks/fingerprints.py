@@ -42,8 +42,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-PHASES = ("bytes", "uncached", "uncached_batched", "first", "second", "first_batched", "second_batched", "clearance",
-          "clearance_uncached")
+PHASES = (
+    "bytes",
+    "uncached",
+    "uncached_batched",
+    "first",
+    "second",
+    "first_batched",
+    "second_batched",
+    "clearance",
+    "clearance_uncached",
+)
 PURPOSE = "face_recognition_training"
 RUN = "manual__benchmark"
 TARGETS = {"second_over_first": 0.20, "clearance_seconds": 2.0}
@@ -84,9 +93,15 @@ def phase(name: str, root: Path) -> dict:
     listed = time.perf_counter()
     values = fingerprints(partitions) if name.endswith("batched") else [fingerprint(p) for p in partitions]
     done = time.perf_counter()
-    return {"partitions": len(values), "seconds": round(done - started, 3),
-            "discovery_seconds": round(listed - started, 3), "fingerprint_seconds": round(done - listed, 3),
-            "files_read": reads.call_count, "digest_of_all": digest_of(values), "import_seconds": imports}
+    return {
+        "partitions": len(values),
+        "seconds": round(done - started, 3),
+        "discovery_seconds": round(listed - started, 3),
+        "fingerprint_seconds": round(done - listed, 3),
+        "files_read": reads.call_count,
+        "digest_of_all": digest_of(values),
+        "import_seconds": imports,
+    }
 
 
 def warm_up() -> float:
@@ -134,8 +149,13 @@ def clearance(data: str, root: Path) -> dict:
         started = time.perf_counter()
         cleared = check_clearance(task, {"run_id": RUN, "task": task}, ledger=ledger)
         done = time.perf_counter()
-    return {"partitions": len(cleared), "seconds": round(done - started, 3), "files_read": reads.call_count,
-            "digest_of_all": digest_of([p.fingerprint for p in cleared]), "import_seconds": imports}
+    return {
+        "partitions": len(cleared),
+        "seconds": round(done - started, 3),
+        "files_read": reads.call_count,
+        "digest_of_all": digest_of([p.fingerprint for p in cleared]),
+        "import_seconds": imports,
+    }
 
 
 def record_allows(data: str, root: Path) -> None:
@@ -149,13 +169,25 @@ def record_allows(data: str, root: Path) -> None:
 
     partitions = discover_partitions(data)
     now = datetime.now(UTC)
-    request = GateRequest(purpose=PURPOSE, dag_id="train_benchmark", run_id=RUN, task_id="consent_gate",
-                          evaluated_at=now)
-    decided = [DecidedPartition(id=p.id, uri=p.uri, fingerprint=value, allow=True, violations=[])
-               for p, value in zip(partitions, fingerprints(partitions), strict=True)]
-    report = GateReport(decision_id="benchmark", allow=True, purpose=PURPOSE, entrypoint="consent/main/decision",
-                        engine=LocalOpaEngine().name, opa_version="benchmark", policy_revision="sha256:0",
-                        evaluated_at=now, duration_ms=0.0, partitions=decided)
+    request = GateRequest(
+        purpose=PURPOSE, dag_id="train_benchmark", run_id=RUN, task_id="consent_gate", evaluated_at=now
+    )
+    decided = [
+        DecidedPartition(id=p.id, uri=p.uri, fingerprint=value, allow=True, violations=[])
+        for p, value in zip(partitions, fingerprints(partitions), strict=True)
+    ]
+    report = GateReport(
+        decision_id="benchmark",
+        allow=True,
+        purpose=PURPOSE,
+        entrypoint="consent/main/decision",
+        engine=LocalOpaEngine().name,
+        opa_version="benchmark",
+        policy_revision="sha256:0",
+        evaluated_at=now,
+        duration_ms=0.0,
+        partitions=decided,
+    )
     with Ledger(f"sqlite:///{root / 'ledger.db'}") as ledger:
         ledger.record(report, request, mode="deny", input_digest="sha256:" + "0" * 64)
 
@@ -179,8 +211,13 @@ def digest_of(values: list[str]) -> str:
 def run_phase(root: Path, name: str) -> dict:
     environment = {**os.environ, "AIRFLOW_HOME": str(root / "home"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     environment.pop("AIRFLOW__CONSENT__FINGERPRINT_CACHE", None)
-    done = subprocess.run([sys.executable, __file__, "--phase", name, "--workdir", str(root)], env=environment,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, __file__, "--phase", name, "--workdir", str(root)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode:
         raise SystemExit(f"phase {name} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.splitlines()[-1])
@@ -188,15 +225,21 @@ def run_phase(root: Path, name: str) -> dict:
 
 def report(results: dict) -> str:
     lines = [
-        (f"{results['partitions']:,} partitions x {results['files']} file(s) x {results['file_size']:,} bytes; "
-         f"load average before: {' '.join(f'{load:.2f}' for load in results['load'])}"),
-        (f"  hash every byte, bare loop, 1 thread : {results['bytes']['seconds']:7.3f} s "
-         f"({results['bytes']['mb_per_second']} MB/s)"),
+        (
+            f"{results['partitions']:,} partitions x {results['files']} file(s) x {results['file_size']:,} bytes; "
+            f"load average before: {' '.join(f'{load:.2f}' for load in results['load'])}"
+        ),
+        (
+            f"  hash every byte, bare loop, 1 thread : {results['bytes']['seconds']:7.3f} s "
+            f"({results['bytes']['mb_per_second']} MB/s)"
+        ),
     ]
     for name in ("uncached", "uncached_batched", "first", "second", "first_batched", "second_batched"):
         row = results[name]
-        lines.append(f"  {name:<37}: {row['seconds']:7.3f} s (discovery {row['discovery_seconds']:.3f} s, "
-                     f"fingerprints {row['fingerprint_seconds']:.3f} s, {row['files_read']:,} files read)")
+        lines.append(
+            f"  {name:<37}: {row['seconds']:7.3f} s (discovery {row['discovery_seconds']:.3f} s, "
+            f"fingerprints {row['fingerprint_seconds']:.3f} s, {row['files_read']:,} files read)"
+        )
     for name in ("clearance", "clearance_uncached"):
         row = results[name]
         lines.append(f"  {name:<37}: {row['seconds']:7.3f} s ({row['files_read']:,} files read)")
@@ -205,12 +248,18 @@ def report(results: dict) -> str:
         lines.append(
             f"  second / first{calls or ' (per partition)':<23}: {second['seconds'] / first['seconds']:.1%} with discovery, "
             f"{second['fingerprint_seconds'] / first['fingerprint_seconds']:.1%} fingerprints alone "
-            f"(target <= {TARGETS['second_over_first']:.0%})")
-    lines.append(f"  clearance, warm cache                 : {results['clearance']['seconds']:.3f} s "
-                 f"(target <= {TARGETS['clearance_seconds']:g} s)")
+            f"(target <= {TARGETS['second_over_first']:.0%})"
+        )
+    lines.append(
+        f"  clearance, warm cache                 : {results['clearance']['seconds']:.3f} s "
+        f"(target <= {TARGETS['clearance_seconds']:g} s)"
+    )
     digests = {results[name]["digest_of_all"] for name in PHASES if name != "bytes"}
-    lines.append("  every phase computed the same fingerprints" if len(digests) == 1
-                 else f"  FINGERPRINTS DIFFER between phases: {digests}")
+    lines.append(
+        "  every phase computed the same fingerprints"
+        if len(digests) == 1
+        else f"  FINGERPRINTS DIFFER between phases: {digests}"
+    )
     return "\n".join(lines)
 
 

@@ -43,15 +43,28 @@ from evidence import FLAGS, generate_events, scramble, warm_up, write_config  # 
 TARGET_RATIO = 1.5
 
 
-def generate(root: Path, rows: int, partition_rows: int, rows_per_subject: int, id_sizes: list[int],
-             hit_fraction: float, seed: int) -> dict:
+def generate(
+    root: Path,
+    rows: int,
+    partition_rows: int,
+    rows_per_subject: int,
+    id_sizes: list[int],
+    hit_fraction: float,
+    seed: int,
+) -> dict:
     """The events (``root/events``) and one revocation list per size (``root/ids_<n>/``), reused when present."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    wanted = {"rows": rows, "partition_rows": partition_rows, "rows_per_subject": rows_per_subject,
-              "ids": id_sizes, "hit_fraction": hit_fraction, "seed": seed}
+    wanted = {
+        "rows": rows,
+        "partition_rows": partition_rows,
+        "rows_per_subject": rows_per_subject,
+        "ids": id_sizes,
+        "hit_fraction": hit_fraction,
+        "seed": seed,
+    }
     marker = root / "generated.json"
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return wanted
@@ -62,8 +75,9 @@ def generate(root: Path, rows: int, partition_rows: int, rows_per_subject: int, 
     rng = np.random.default_rng(seed + 2)
     for size in id_sizes:
         hits = min(size, int(pool * hit_fraction))
-        listed = np.concatenate([rng.choice(pool, size=hits, replace=False),
-                                 pool + rng.choice(10 * size, size=size - hits, replace=False)])
+        listed = np.concatenate(
+            [rng.choice(pool, size=hits, replace=False), pool + rng.choice(10 * size, size=size - hits, replace=False)]
+        )
         conf = root / f"ids_{size}"
         conf.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"subject_id": scramble(listed.astype(np.int64))}), conf / "revoked.parquet")
@@ -116,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition-rows", type=int, default=1_000_000, help="rows per partition (1,000,000)")
     parser.add_argument("--rows-per-subject", type=int, default=4, help="average rows per subject (4)")
     parser.add_argument("--ids", default="1000,1000000", help="revocation list sizes (1000,1000000)")
-    parser.add_argument("--hit-fraction", type=float, default=0.04,
-                        help="share of the subjects on each list, at most its size (0.04)")
+    parser.add_argument(
+        "--hit-fraction", type=float, default=0.04, help="share of the subjects on each list, at most its size (0.04)"
+    )
     parser.add_argument("--threads", default="1", help="thread counts, both sides alike (1; e.g. 1,2)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the best is printed (3)")
     parser.add_argument("--workdir", type=Path, help="keep the data here; reused if it already holds it")
@@ -142,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         for partition in partitions:  # into the page cache
             for data_file in partition.files:
                 Path(data_file.path).read_bytes()
-        print(f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
-              f"{len(partitions)} partitions, {size / 1e6:.0f} MB  imports before, not counted: {imports} s  "
-              f"best of {args.repeat}", flush=True)
+        print(
+            f"cores: {os.cpu_count()}  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+            f"{len(partitions)} partitions, {size / 1e6:.0f} MB  imports before, not counted: {imports} s  "
+            f"best of {args.repeat}",
+            flush=True,
+        )
         for ids_size in id_sizes:
             conf = root / f"ids_{ids_size}"
             ids = pq.ParquetFile(conf / "revoked.parquet").read().column(0).combine_chunks()
@@ -160,11 +178,13 @@ def main(argv: list[str] | None = None) -> int:
                         if bare_revoked != revoked:
                             raise SystemExit(f"bare is_in found {bare_revoked} revoked rows, the project {revoked}")
                 best, ratio, ratio_same = min(project), min(project) / min(bare), min(project) / min(same_columns)
-                print(f"{rows:,} rows vs {ids_size:,} ids, {threads} thread(s): project {best:.3f} s "
-                      f"({rows / best / 1e6:.1f} M rows/s) | bare is_in {min(bare):.3f} s, project/bare {ratio:.2f} "
-                      f"[{'met' if ratio <= TARGET_RATIO else 'MISSED'}: <= {TARGET_RATIO}] | bare is_in, same "
-                      f"columns {min(same_columns):.3f} s, project/that {ratio_same:.2f} | revoked rows {revoked:,}",
-                      flush=True)
+                print(
+                    f"{rows:,} rows vs {ids_size:,} ids, {threads} thread(s): project {best:.3f} s "
+                    f"({rows / best / 1e6:.1f} M rows/s) | bare is_in {min(bare):.3f} s, project/bare {ratio:.2f} "
+                    f"[{'met' if ratio <= TARGET_RATIO else 'MISSED'}: <= {TARGET_RATIO}] | bare is_in, same "
+                    f"columns {min(same_columns):.3f} s, project/that {ratio_same:.2f} | revoked rows {revoked:,}",
+                    flush=True,
+                )
     finally:
         if temporary:
             shutil.rmtree(root, ignore_errors=True)

@@ -56,13 +56,20 @@ async def measure(engine, specs, chunk_size: int) -> dict:
     await watcher
     if not report.allow:
         raise SystemExit("the benchmark's data should pass")
-    return {"chunk_size": chunk_size, "seconds": round(seconds, 2), "max_stall_ms": round(max(stalls), 1),
-            "stalls_over_budget": sum(s > BUDGET_MS for s in stalls)}
+    return {
+        "chunk_size": chunk_size,
+        "seconds": round(seconds, 2),
+        "max_stall_ms": round(max(stalls), 1),
+        "stalls_over_budget": sum(s > BUDGET_MS for s in stalls),
+    }
 
 
 def opa_server(opa: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([str(opa), "run", "--server", "--addr", f"127.0.0.1:{port}", "--bundle",
-                               str(REPO / "policies")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(opa), "run", "--server", "--addr", f"127.0.0.1:{port}", "--bundle", str(REPO / "policies")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with socket.socket() as probe:
@@ -103,14 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     server = opa_server(opa, port)
     try:
         engines = {"local opa eval": LocalOpaEngine(opa_binary=opa), "opa server (OpaHook)": OpaHook("opa_bench")}
-        print(f"{args.partitions} partitions; a stall is loop time lost beyond the probe's 1 ms sleep "
-              f"(budget {BUDGET_MS:g} ms)")
+        print(
+            f"{args.partitions} partitions; a stall is loop time lost beyond the probe's 1 ms sleep "
+            f"(budget {BUDGET_MS:g} ms)"
+        )
         for name, engine in engines.items():
             for chunk in [*args.chunks, args.partitions]:
                 result = asyncio.run(measure(engine, specs, chunk))
                 label = "one query (baseline)" if chunk == args.partitions else f"chunks of {chunk}"
-                print(f"  {name:22} {label:22} longest stall {result['max_stall_ms']:7.1f} ms, "
-                      f"{result['stalls_over_budget']:3d} over budget, {result['seconds']:6.2f} s")
+                print(
+                    f"  {name:22} {label:22} longest stall {result['max_stall_ms']:7.1f} ms, "
+                    f"{result['stalls_over_budget']:3d} over budget, {result['seconds']:6.2f} s"
+                )
     finally:
         server.terminate()
         server.wait()

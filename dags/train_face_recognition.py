@@ -25,7 +25,9 @@ from airflow.sdk import DAG, Asset, task
 
 from airflow_consent.operators.consent import XCOM_REPORT_KEY, ConsentGateOperator
 
-SAMPLE_DATA = Path(os.environ.get("AIRFLOW_CONSENT_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
+SAMPLE_DATA = Path(
+    os.environ.get("AIRFLOW_CONSENT_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data")
+)
 PROFILE_PHOTOS = Asset("profile_photos", uri=(SAMPLE_DATA / "profile_photos").as_uri())
 FACE_EMBEDDER = Asset("face_embedder", uri="model://face-embedder-v1")  # the model: what a re-audit names
 
@@ -56,7 +58,10 @@ with DAG(
 
         photos = approved_dataset(context)
         report = context["ti"].xcom_pull(task_ids="consent_gate", key=XCOM_REPORT_KEY)
-        return {"trained_on_rows": photos.count_rows(), "files": len(photos.files),
-                "decision_id": report["decision_id"]}
+        return {
+            "trained_on_rows": photos.count_rows(),
+            "files": len(photos.files),
+            "decision_id": report["decision_id"],
+        }
 
     gate >> train()

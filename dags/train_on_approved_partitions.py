@@ -21,7 +21,9 @@ from airflow.sdk import DAG, Asset, task
 
 from airflow_consent.operators.consent import ConsentGateOperator
 
-SAMPLE_DATA = Path(os.environ.get("AIRFLOW_CONSENT_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data"))
+SAMPLE_DATA = Path(
+    os.environ.get("AIRFLOW_CONSENT_SAMPLE_DATA", Path(__file__).resolve().parent.parent / "sample_data")
+)
 APPROVED = Asset("approved_profile_photos", uri="consent://approved/profile_photos")
 
 with DAG(dag_id="approve_profile_photos", schedule=None, catchup=False, tags=["consent"]):
@@ -47,7 +49,10 @@ with DAG(dag_id="train_on_approved_profile_photos", schedule=[APPROVED], catchup
 
         photos = approved_dataset(context)
         event = context["triggering_asset_events"][APPROVED][-1]  # the latest approval
-        return {"decision_id": event.extra["decision_id"], "partitions": len(event.extra["approved_partitions"]),
-                "rows": photos.count_rows()}
+        return {
+            "decision_id": event.extra["decision_id"],
+            "partitions": len(event.extra["approved_partitions"]),
+            "rows": photos.count_rows(),
+        }
 
     train()

@@ -63,8 +63,22 @@ TERMINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_fail
 STARTUP_TIMEOUT = 180.0
 PORT_ATTEMPTS = 3
 _LOG_CONTEXT = frozenset(
-    {"event", "timestamp", "level", "logger", "run_id", "try_number", "dag_id", "ti_id", "map_index", "task_id",
-     "filename", "lineno", "chan", "sources"}
+    {
+        "event",
+        "timestamp",
+        "level",
+        "logger",
+        "run_id",
+        "try_number",
+        "dag_id",
+        "ti_id",
+        "map_index",
+        "task_id",
+        "filename",
+        "lineno",
+        "chan",
+        "sources",
+    }
 )
 
 FAST_SETTINGS = {
@@ -179,8 +193,11 @@ class StandaloneAirflow:
             components = ("scheduler", "dag_processor", "triggerer")
             return all(health.get(c, {}).get("status") == "healthy" for c in components)
 
-        self._wait("scheduler, dag-processor and triggerer to heartbeat", components_healthy,
-                   max(timeout - (time.monotonic() - started), 5))
+        self._wait(
+            "scheduler, dag-processor and triggerer to heartbeat",
+            components_healthy,
+            max(timeout - (time.monotonic() - started), 5),
+        )
 
     def run_command(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
         """Run a command (``airflow ...``, ``airflow-consent ...``) against this instance's home and env."""
@@ -221,19 +238,33 @@ class StandaloneAirflow:
         """task id -> state for every task instance of the run (map indexes collapsed)."""
         return {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
 
-    def wait_for_run(self, dag_id: str, run_id: str, *, states: Iterable[str] = TERMINAL_RUN_STATES,
-                     timeout: float = 120) -> str:
+    def wait_for_run(
+        self, dag_id: str, run_id: str, *, states: Iterable[str] = TERMINAL_RUN_STATES, timeout: float = 120
+    ) -> str:
         """Wait until the run reaches one of ``states`` (default: success or failed); return it."""
         wanted = set(states)
-        return self._wait(f"run {dag_id}/{run_id} to reach {sorted(wanted)}",
-                          lambda: (s := self.run_state(dag_id, run_id)) in wanted and s, timeout)
+        return self._wait(
+            f"run {dag_id}/{run_id} to reach {sorted(wanted)}",
+            lambda: (s := self.run_state(dag_id, run_id)) in wanted and s,
+            timeout,
+        )
 
-    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, *,
-                      states: Iterable[str] = TERMINAL_TASK_STATES, timeout: float = 120) -> str:
+    def wait_for_task(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        *,
+        states: Iterable[str] = TERMINAL_TASK_STATES,
+        timeout: float = 120,
+    ) -> str:
         """Wait until ``task_id`` in the run reaches one of ``states``; return it."""
         wanted = set(states)
-        return self._wait(f"task {dag_id}/{run_id}/{task_id} to reach {sorted(wanted)}",
-                          lambda: (s := self.task_states(dag_id, run_id).get(task_id)) in wanted and s, timeout)
+        return self._wait(
+            f"task {dag_id}/{run_id}/{task_id} to reach {sorted(wanted)}",
+            lambda: (s := self.task_states(dag_id, run_id).get(task_id)) in wanted and s,
+            timeout,
+        )
 
     def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str, note: str | None = None) -> None:
         """Mark a task instance ``success``/``failed``/``skipped`` as a UI user would (PATCH)."""
@@ -244,15 +275,27 @@ class StandaloneAirflow:
 
     def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
         """Clear one task instance so the scheduler runs it again (the run goes back to queued)."""
-        self.request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json={
-            "dry_run": False, "dag_run_id": run_id, "task_ids": [task_id], "only_failed": False,
-            "reset_dag_runs": True, "include_upstream": False, "include_downstream": False,
-        })
+        self.request(
+            "POST",
+            f"/api/v2/dags/{dag_id}/clearTaskInstances",
+            json={
+                "dry_run": False,
+                "dag_run_id": run_id,
+                "task_ids": [task_id],
+                "only_failed": False,
+                "reset_dag_runs": True,
+                "include_upstream": False,
+                "include_downstream": False,
+            },
+        )
 
     def set_pool(self, name: str, slots: int) -> None:
         """Create the pool ``name`` or change its slots (0 slots holds its tasks in ``scheduled``)."""
-        response = self.client.patch(f"/api/v2/pools/{name}", params={"update_mask": "slots"},
-                                     json={"name": name, "slots": slots, "include_deferred": False})
+        response = self.client.patch(
+            f"/api/v2/pools/{name}",
+            params={"update_mask": "slots"},
+            json={"name": name, "slots": slots, "include_deferred": False},
+        )
         if response.status_code == 404:
             self.request("POST", "/api/v2/pools", json={"name": name, "slots": slots}, expect=(200, 201))
         elif response.status_code != 200:
@@ -269,8 +312,10 @@ class StandaloneAirflow:
             ti = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}").json()
             try_number = max(ti["try_number"], 1)
         response = self.request(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
-            params={"full_content": "true"}, headers={"Accept": "application/json"},
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": "true"},
+            headers={"Accept": "application/json"},
         ).json()
         content = response.get("content")
         if not isinstance(content, list):
@@ -279,14 +324,22 @@ class StandaloneAirflow:
 
     def log_file(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
         """Where a task attempt's log is written (Airflow's default ``log_filename_template``)."""
-        return (self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
-                / f"attempt={try_number}.log")
+        return (
+            self.home
+            / "logs"
+            / f"dag_id={dag_id}"
+            / f"run_id={run_id}"
+            / f"task_id={task_id}"
+            / f"attempt={try_number}.log"
+        )
 
     def failed_task_logs(self, chars: int = 4000) -> str:
         """The tail of each attempt's log of every failed or retrying task instance, newest first."""
         try:
-            response = self.client.get("/api/v2/dags/~/dagRuns/~/taskInstances", params={
-                "state": ["failed", "up_for_retry"], "order_by": "-end_date", "limit": 8})
+            response = self.client.get(
+                "/api/v2/dags/~/dagRuns/~/taskInstances",
+                params={"state": ["failed", "up_for_retry"], "order_by": "-end_date", "limit": 8},
+            )
         except httpx.HTTPError as exc:
             return f"<task instances unavailable: {exc!r}>"
         if response.status_code != 200:
@@ -296,8 +349,10 @@ class StandaloneAirflow:
             for attempt in range(1, max(ti["try_number"], 1) + 1):
                 path = self.log_file(ti["dag_id"], ti["dag_run_id"], ti["task_id"], attempt)
                 try:
-                    lines = [json.loads(line) if line.startswith("{") else line
-                             for line in path.read_text(errors="replace").splitlines()]
+                    lines = [
+                        json.loads(line) if line.startswith("{") else line
+                        for line in path.read_text(errors="replace").splitlines()
+                    ]
                 except (OSError, json.JSONDecodeError) as exc:
                     parts.append(f"--- {path}: unreadable ({exc})")
                     continue
@@ -321,10 +376,16 @@ def _readable(lines: list) -> str:
     """Task log lines as text: each JSON line's event followed by its fields other than the context,
     an exception (``error_detail``) as a Python traceback would show it."""
     return "\n".join(
-        " ".join([str(line.get("event", ""))] + [
-            _traceback(v) if k == "error_detail" and isinstance(v, list) else f"{k}={v}"
-            for k, v in line.items() if k not in _LOG_CONTEXT])
-        if isinstance(line, dict) else str(line)
+        " ".join(
+            [str(line.get("event", ""))]
+            + [
+                _traceback(v) if k == "error_detail" and isinstance(v, list) else f"{k}={v}"
+                for k, v in line.items()
+                if k not in _LOG_CONTEXT
+            ]
+        )
+        if isinstance(line, dict)
+        else str(line)
         for line in lines
     )
 
@@ -332,8 +393,10 @@ def _readable(lines: list) -> str:
 def _traceback(error_detail: list[dict]) -> str:
     return "".join(
         "\nTraceback (most recent call last):"
-        + "".join(f'\n  File "{f.get("filename")}", line {f.get("lineno")}, in {f.get("name")}'
-                  for f in error.get("frames", []))
+        + "".join(
+            f'\n  File "{f.get("filename")}", line {f.get("lineno")}, in {f.get("name")}'
+            for f in error.get("frames", [])
+        )
         + f"\n{error.get('exc_type')}: {error.get('exc_value')}"
         for error in error_detail
     )
@@ -370,8 +433,9 @@ def airflow_standalone(
             shutil.rmtree(home_path, ignore_errors=True)
 
 
-def _launch(home_path: Path, dags_folder: str | os.PathLike, env: Mapping[str, str] | None,
-            startup_timeout: float) -> StandaloneAirflow:
+def _launch(
+    home_path: Path, dags_folder: str | os.PathLike, env: Mapping[str, str] | None, startup_timeout: float
+) -> StandaloneAirflow:
     """Start an instance and wait until it serves; start again on other ports if one was taken."""
     started = time.monotonic()
     for attempt in range(1, PORT_ATTEMPTS + 1):

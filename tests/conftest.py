@@ -25,10 +25,11 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 # processes refuse such changes (airflow_consent.config.check_environment, tested in test_settings.py).
 os.environ.setdefault("AIRFLOW_CONSENT_LIVE_SETTINGS", "1")
 
+from dag_runs import airflow_db  # noqa: E402, F401 - the Airflow metadata DB for DagBag + dag.test() tests
+from postgres import postgres_server, postgres_url  # noqa: E402, F401 - a real PostgreSQL for ledger tests
+
 from airflow_consent.engines.opa_binary import ensure_opa  # noqa: E402
 from airflow_consent.policies import policy_dir  # noqa: E402
-from postgres import postgres_server, postgres_url  # noqa: E402, F401 - a real PostgreSQL for ledger tests
-from dag_runs import airflow_db  # noqa: E402, F401 - the Airflow metadata DB for DagBag + dag.test() tests
 
 REPO = Path(__file__).resolve().parent.parent
 POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
@@ -56,8 +57,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         import airflow_standalone
 
         for airflow in airflow_standalone.running():
-            report.sections.append((f"failed task logs of the airflow standalone at {airflow.url}",
-                                    airflow.failed_task_logs()))
+            report.sections.append(
+                (f"failed task logs of the airflow standalone at {airflow.url}", airflow.failed_task_logs())
+            )
     return report
 
 
@@ -78,8 +80,16 @@ def running_opa_server(binary: Path, bundle: Path | None, port: int | None = Non
     """Run ``opa run --server`` on a free loopback port with ``bundle`` loaded (if any); yield its URL."""
     port = port or free_port()
     process = subprocess.Popen(
-        [str(binary), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
-         *(["--bundle", str(bundle)] if bundle else [])],
+        [
+            str(binary),
+            "run",
+            "--server",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "error",
+            *(["--bundle", str(bundle)] if bundle else []),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -29,19 +29,21 @@ def rows(
     collected: list | None = None,
     withdrawn: list | None = None,
     expires: list | None = None,
-    subject_type: pa.DataType = pa.string(),
+    subject_type: pa.DataType = pa.string(),  # noqa: B008 - an immutable type object
 ) -> pa.Table:
     """A table in the layout of ``config()``: consent flags default to true, times to 2024-03-01 and none."""
     n = len(subjects)
-    return pa.table({
-        "subject_id": pa.array(subjects, subject_type),
-        "consent_face": pa.array(face if face is not None else [True] * n, pa.bool_()),
-        "consent_model": pa.array(model if model is not None else [False] * n, pa.bool_()),
-        "collected_at": pa.array(collected if collected is not None else [utc(2024, 3, 1)] * n, UTC_US),
-        "withdrawn_at": pa.array(withdrawn if withdrawn is not None else [None] * n, UTC_US),
-        "expires_at": pa.array(expires if expires is not None else [None] * n, UTC_US),
-        "photo_id": pa.array([f"photo-{i:04d}" for i in range(n)], pa.string()),
-    })
+    return pa.table(
+        {
+            "subject_id": pa.array(subjects, subject_type),
+            "consent_face": pa.array(face if face is not None else [True] * n, pa.bool_()),
+            "consent_model": pa.array(model if model is not None else [False] * n, pa.bool_()),
+            "collected_at": pa.array(collected if collected is not None else [utc(2024, 3, 1)] * n, UTC_US),
+            "withdrawn_at": pa.array(withdrawn if withdrawn is not None else [None] * n, UTC_US),
+            "expires_at": pa.array(expires if expires is not None else [None] * n, UTC_US),
+            "photo_id": pa.array([f"photo-{i:04d}" for i in range(n)], pa.string()),
+        }
+    )
 
 
 def write_partition(root: Path, shard: str, *tables: pa.Table, manifest: bool = True) -> Path:
@@ -74,8 +76,9 @@ def config(**overrides) -> dict:
     return document
 
 
-def write_config(directory: Path, document: dict | str, *, revoked: list[str] | None = None,
-                 suite: dict | None = None) -> Path:
+def write_config(
+    directory: Path, document: dict | str, *, revoked: list[str] | None = None, suite: dict | None = None
+) -> Path:
     """``directory/<DATASET>.json`` (and ``revoked.csv``, ``<DATASET>.expectations.json`` when given)."""
     directory.mkdir(parents=True, exist_ok=True)
     text = document if isinstance(document, str) else json.dumps(document)

@@ -87,12 +87,31 @@ def throwaway_postgres() -> Iterator[str]:
     port = free_port()
     started = False
     try:
-        _run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-              "--locale=C", "--no-sync"], user, "initdb", base)
+        _run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            user,
+            "initdb",
+            base,
+        )
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c max_connections=50"
         try:
-            _run([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
-                 user, "pg_ctl start", base)
+            _run(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
+                user,
+                "pg_ctl start",
+                base,
+            )
         except PostgresUnavailable as exc:
             server_log = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise PostgresUnavailable(f"{exc}\nserver log:\n{server_log}") from None
@@ -135,11 +154,17 @@ def postgres_url(request: pytest.FixtureRequest) -> Iterator[str]:
     from sqlalchemy.engine import make_url
 
     if request.node.get_closest_marker("postgres") is None:
-        pytest.fail(f"{request.node.nodeid} asks for PostgreSQL at run time: mark it @pytest.mark.postgres",
-                    pytrace=False)
+        pytest.fail(
+            f"{request.node.nodeid} asks for PostgreSQL at run time: mark it @pytest.mark.postgres", pytrace=False
+        )
     admin = make_url(request.getfixturevalue("postgres_server"))
-    conninfo = {"host": admin.host, "port": admin.port, "user": admin.username, "password": admin.password,
-                "dbname": admin.database}
+    conninfo = {
+        "host": admin.host,
+        "port": admin.port,
+        "user": admin.username,
+        "password": admin.password,
+        "dbname": admin.database,
+    }
     name = f"consent_ledger_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(**{k: v for k, v in conninfo.items() if v is not None}, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

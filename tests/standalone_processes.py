@@ -3,6 +3,7 @@ every process of an ``AIRFLOW_HOME``, and stopping them all. Linux only."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -39,7 +40,7 @@ def _sockets_of(pid: int) -> set[str]:
         links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
     except OSError:
         return set()
-    return {link[len("socket:["):-1] for link in links if link.startswith("socket:[")}
+    return {link[len("socket:[") : -1] for link in links if link.startswith("socket:[")}
 
 
 def port_taken(port: int, home: str, session: int) -> bool:
@@ -78,10 +79,8 @@ def stop_all(process: subprocess.Popen, home: str, grace: float = 15) -> None:
     escaped = sorted(pid for pid, sid in left.items() if sid != session)
     _signal_group(session, signal.SIGKILL)
     for pid in left:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     process.wait(timeout=10)
     if survivors := _wait_gone(process, home, 5):
         raise RuntimeError(f"processes of the standalone Airflow at {home} survived SIGKILL: {sorted(survivors)}")
@@ -90,10 +89,8 @@ def stop_all(process: subprocess.Popen, home: str, grace: float = 15) -> None:
 
 
 def _signal_group(group: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(group, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _wait_gone(process: subprocess.Popen, home: str, timeout: float) -> dict[int, int]:

@@ -94,7 +94,9 @@ def test_the_example_audit_names_the_run_task_and_model_that_used_a_subject_revo
     # the clearance before train started, and again when train read its data (approved_dataset)
     assert [(u.dag_id, u.run_id, u.task_id, u.map_index) for u in usages] == [(DAG_ID, dag_run.run_id, "train", -1)] * 2
     assert {(p.id, p.gate, tuple(p.decision_ids)) for p in usages[0].partitions} == {
-        (STUDIO_2024, "consent_gate", (decision_id,)), (STUDIO_2025, "consent_gate", (decision_id,))}
+        (STUDIO_2024, "consent_gate", (decision_id,)),
+        (STUDIO_2025, "consent_gate", (decision_id,)),
+    }
     assert usages[0].gates["consent_gate"]["dataset_config_path"] == str(dags / "datasets")
     assert head.seq == 2
 
@@ -109,14 +111,20 @@ def test_the_example_audit_names_the_run_task_and_model_that_used_a_subject_revo
 
     assert affected.exit_code == 1, affected.output
     lines = affected.output.splitlines()
-    assert lines[0] == ("Consent audit AFFECTED: 1 affected and 0 unverifiable of 2 used partition(s) in 2 usage "
-                        "record(s); 1 DAG run(s), 1 training task(s), 2 model(s) flagged")
+    assert lines[0] == (
+        "Consent audit AFFECTED: 1 affected and 0 unverifiable of 2 used partition(s) in 2 usage "
+        "record(s); 1 DAG run(s), 1 training task(s), 2 model(s) flagged"
+    )
     assert lines[1].startswith(f"  REVOKED  {STUDIO_2024} for {PURPOSE!r}, used with fingerprint sha256:")
-    assert f"      used by run {DAG_ID}/{dag_run.run_id}, task {DAG_ID}.train (model face-embedder-v1, outlet " \
-           f"model://face-embedder-v1/; decision {decision_id})" in lines
+    assert (
+        f"      used by run {DAG_ID}/{dag_run.run_id}, task {DAG_ID}.train (model face-embedder-v1, outlet "
+        f"model://face-embedder-v1/; decision {decision_id})" in lines
+    )
     assert any(line.startswith(f"  OK       {STUDIO_2025}") for line in lines)
-    assert f"  subject {subject}: in {STUDIO_2024}; runs {DAG_ID}/{dag_run.run_id}; tasks {DAG_ID}.train; models " \
-           "face-embedder-v1, model://face-embedder-v1/" in lines
+    assert (
+        f"  subject {subject}: in {STUDIO_2024}; runs {DAG_ID}/{dag_run.run_id}; tasks {DAG_ID}.train; models "
+        "face-embedder-v1, model://face-embedder-v1/" in lines
+    )
 
     report = json.loads(audit("--json").output)
     assert report["outcome"] == "affected"
@@ -124,9 +132,15 @@ def test_the_example_audit_names_the_run_task_and_model_that_used_a_subject_revo
     assert (revoked["partition_id"], revoked["revoked_subjects"]) == (STUDIO_2024, [subject])
     assert revoked["revoked_rows"] >= 1
     assert {v["rule_id"] for v in revoked["today"]["violations"]} == {"EVIDENCE-002"}  # the gate agrees
-    assert report["subjects"] == [{"subject_id": subject, "partitions": [STUDIO_2024],
-                                   "runs": [f"{DAG_ID}/{dag_run.run_id}"], "tasks": [f"{DAG_ID}.train"],
-                                   "models": ["face-embedder-v1", "model://face-embedder-v1/"]}]
+    assert report["subjects"] == [
+        {
+            "subject_id": subject,
+            "partitions": [STUDIO_2024],
+            "runs": [f"{DAG_ID}/{dag_run.run_id}"],
+            "tasks": [f"{DAG_ID}.train"],
+            "models": ["face-embedder-v1", "model://face-embedder-v1/"],
+        }
+    ]
 
     audit_dags = tmp_path / "audit_dags"
     audit_dags.mkdir()
@@ -140,7 +154,11 @@ def test_the_example_audit_names_the_run_task_and_model_that_used_a_subject_revo
         audits = ledger.audit_records()
         verified = ledger.verify()
     assert [(a.outcome, a.affected, a.purpose) for a in audits] == [
-        ("clean", 0, None), ("affected", 1, None), ("affected", 1, None), ("affected", 1, PURPOSE)]
+        ("clean", 0, None),
+        ("affected", 1, None),
+        ("affected", 1, None),
+        ("affected", 1, PURPOSE),
+    ]
     assert audits[-1].requested_by == "user:dag_test" and audits[-1].usage_head == str(head)  # dag.test() triggers
     assert audits[1].result["findings"][0]["revoked_subjects"] == [subject]
     assert verified.ok  # the decision chain is untouched by the usage and audit chains
@@ -176,13 +194,26 @@ def test_a_cleared_training_task_records_its_partitions_decisions_gates_and_mode
         (usage,), _ = ledger.usage_records()
         (decision_id,) = {r.decision_id for r in ledger.records()}
     assert (usage.dag_id, usage.run_id, usage.task_id, usage.map_index, usage.try_number) == (
-        "train_faces", RUN, "train", -1, None)
+        "train_faces",
+        RUN,
+        "train",
+        -1,
+        None,
+    )
     assert usage.outlets == [MODEL_OUTLET]
     assert [(p.id, p.dataset, p.root, p.keys, p.decision_ids) for p in usage.partitions] == [
         (STUDIO_2024, "profile_photos", str(dataset), {"source": "studio_optin", "year": "2024"}, [decision_id]),
-        (STUDIO_2025, "profile_photos", str(dataset), {"source": "studio_optin", "year": "2025"}, [decision_id])]
-    assert usage.gates == {"consent_gate": {"opa_conn_id": None, "policy_path": None, "entrypoint": None,
-                                            "enforcement": None, "dataset_config_path": str(datasets)}}
+        (STUDIO_2025, "profile_photos", str(dataset), {"source": "studio_optin", "year": "2025"}, [decision_id]),
+    ]
+    assert usage.gates == {
+        "consent_gate": {
+            "opa_conn_id": None,
+            "policy_path": None,
+            "entrypoint": None,
+            "enforcement": None,
+            "dataset_config_path": str(datasets),
+        }
+    }
     assert usage.signature.startswith("hmac-sha256:")
 
 
@@ -227,8 +258,10 @@ def test_a_usage_row_written_by_anyone_but_the_clearance_is_refused(gated):
         row = dict(db.execute("SELECT * FROM consent_usage").fetchone())
         forged = {**row, "seq": 2, "run_id": "manual__forged", "prev_hash": row["record_hash"]}
         forged["record_hash"] = USAGE.record_hash(forged)  # a correct hash, the head moved: only the key is missing
-        db.execute(f"INSERT INTO consent_usage ({', '.join(forged)}) VALUES ({', '.join('?' * len(forged))})",
-                   list(forged.values()))
+        db.execute(
+            f"INSERT INTO consent_usage ({', '.join(forged)}) VALUES ({', '.join('?' * len(forged))})",
+            list(forged.values()),
+        )
         db.execute("UPDATE consent_usage_head SET last_seq = 2, last_hash = ?", (forged["record_hash"],))
 
     with Ledger(url) as ledger, pytest.raises(LedgerTampered, match="seq 2: its signature does not match its content"):
@@ -255,8 +288,9 @@ def test_a_policy_verdict_changed_since_training_is_denied_without_the_bytes_cha
     (denied,) = report.affected
     assert denied.fingerprint_now == denied.fingerprint
     assert "CONSENT-004" in {v.rule_id for v in denied.today.violations}
-    assert [(u.task, u.models, u.outlets) for u in denied.uses] == [("train_faces.train", ["face-embedder-v1"],
-                                                                     [MODEL_OUTLET])]
+    assert [(u.task, u.models, u.outlets) for u in denied.uses] == [
+        ("train_faces.train", ["face-embedder-v1"], [MODEL_OUTLET])
+    ]
 
 
 def test_a_partition_purged_or_deleted_since_its_use_cannot_be_rechecked(gated):
@@ -281,7 +315,9 @@ def test_the_purpose_and_since_filters_choose_the_uses_audited(gated):
 
     assert audit("--url", url, "--purpose", PURPOSE).exit_code == 1
     other = audit("--url", url, "--purpose", "ad_targeting")
-    assert other.exit_code == 0 and "of 0 used partition(s) in 0 usage record(s), purpose 'ad_targeting'" in other.output
+    assert (
+        other.exit_code == 0 and "of 0 used partition(s) in 0 usage record(s), purpose 'ad_targeting'" in other.output
+    )
     later = audit("--url", url, "--since", "2999-01-01")
     assert later.exit_code == 0 and "in 0 usage record(s) since 2999-01-01T00:00:00+00:00" in later.output
     assert audit("--url", url, "--since", "yesterday").exit_code == 2
@@ -323,29 +359,61 @@ def test_usage_and_audit_chains_are_appended_signed_and_refuse_edits_on_each_bac
     from airflow_consent.ledger.usage import UsedPartition
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
-    used = UsedPartition(id=STUDIO_2024, uri="file:///lake/profile_photos/source=studio_optin/year=2024",
-                         fingerprint="sha256:" + "1" * 64, dataset="profile_photos", root="file:///lake/profile_photos",
-                         keys={"source": "studio_optin", "year": "2024"}, gate="consent_gate", decision_ids=["d-1"])
+    used = UsedPartition(
+        id=STUDIO_2024,
+        uri="file:///lake/profile_photos/source=studio_optin/year=2024",
+        fingerprint="sha256:" + "1" * 64,
+        dataset="profile_photos",
+        root="file:///lake/profile_photos",
+        keys={"source": "studio_optin", "year": "2024"},
+        gate="consent_gate",
+        decision_ids=["d-1"],
+    )
     with Ledger(url) as ledger:
         for run in ("run-1", "run-2"):
-            ledger.record_usage(dag_id="train_faces", run_id=run, task_id="train", map_index=3, try_number=1,
-                                partitions=[used], gates={"consent_gate": None}, outlets=[MODEL_OUTLET])
-        ledger.record_audit({"audit_id": "a-1", "requested_by": "cli:test", "purpose": None, "since": None,
-                             "usage_head": "2:sha256:" + "0" * 64, "outcome": "clean", "affected": 0,
-                             "result": {"findings": []}})
+            ledger.record_usage(
+                dag_id="train_faces",
+                run_id=run,
+                task_id="train",
+                map_index=3,
+                try_number=1,
+                partitions=[used],
+                gates={"consent_gate": None},
+                outlets=[MODEL_OUTLET],
+            )
+        ledger.record_audit(
+            {
+                "audit_id": "a-1",
+                "requested_by": "cli:test",
+                "purpose": None,
+                "since": None,
+                "usage_head": "2:sha256:" + "0" * 64,
+                "outcome": "clean",
+                "affected": 0,
+                "result": {"findings": []},
+            }
+        )
         usages, head = ledger.usage_records()
         (recorded,) = ledger.audit_records()
         assert ledger.records() == []  # the decision chain is apart
-    assert [(u.seq, u.run_id, u.map_index, u.partitions) for u in usages] == [(1, "run-1", 3, [used]),
-                                                                               (2, "run-2", 3, [used])]
+    assert [(u.seq, u.run_id, u.map_index, u.partitions) for u in usages] == [
+        (1, "run-1", 3, [used]),
+        (2, "run-2", 3, [used]),
+    ]
     assert head.seq == 2 and head.hash == usages[1].record_hash and usages[1].prev_hash == usages[0].record_hash
-    assert (recorded.seq, recorded.audit_id, recorded.outcome, recorded.result) == (1, "a-1", "clean",
-                                                                                    {"findings": []})
+    assert (recorded.seq, recorded.audit_id, recorded.outcome, recorded.result) == (1, "a-1", "clean", {"findings": []})
     engine = create_engine(normalize_url(url))
-    for statement in ("UPDATE consent_usage SET outlets = '[]'", "DELETE FROM consent_usage WHERE seq = 2",
-                      "UPDATE consent_usage_head SET last_seq = 1", "DELETE FROM consent_audit_head",
-                      "UPDATE consent_audit SET outcome = 'clean'",
-                      *(["TRUNCATE consent_usage"] if backend == "postgresql" else [])):
-        with pytest.raises(DBAPIError, match="append-only|only moves forward|cannot be deleted"), engine.begin() as conn:
+    for statement in (
+        "UPDATE consent_usage SET outlets = '[]'",
+        "DELETE FROM consent_usage WHERE seq = 2",
+        "UPDATE consent_usage_head SET last_seq = 1",
+        "DELETE FROM consent_audit_head",
+        "UPDATE consent_audit SET outcome = 'clean'",
+        *(["TRUNCATE consent_usage"] if backend == "postgresql" else []),
+    ):
+        with (
+            pytest.raises(DBAPIError, match="append-only|only moves forward|cannot be deleted"),
+            engine.begin() as conn,
+        ):
             conn.execute(text(statement))
     engine.dispose()

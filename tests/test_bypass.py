@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.standalone]
 
 PURPOSE = "face_recognition_training"
 
-HEADER = '''
+HEADER = """
 from datetime import timedelta
 
 from airflow.sdk import DAG, task
@@ -31,24 +31,33 @@ from airflow_consent.operators.consent import ConsentGateOperator
 @task(retries=2)
 def train():
     return "trained"
-'''
+"""
 
-GATED = HEADER + '''
+GATED = (
+    HEADER
+    + """
 with DAG(dag_id={dag_id!r}, schedule=None, tags=["training"]):
     gate = ConsentGateOperator(task_id="consent_gate", datasets=[{dataset!r}], purpose={purpose!r},
                                retries=2, retry_delay=timedelta(seconds=3))  # a denial is never retried
     gate >> train.override(pool={pool!r})()
-'''
+"""
+)
 
-GATE_REMOVED = HEADER + '''
+GATE_REMOVED = (
+    HEADER
+    + """
 with DAG(dag_id={dag_id!r}, schedule=None, tags=["training"]):
     train.override(pool={pool!r})()
-'''
+"""
+)
 
-UNGATED = HEADER + '''
+UNGATED = (
+    HEADER
+    + """
 with DAG(dag_id="ungated_training", schedule=None, tags=["training"]):
     train()
-'''
+"""
+)
 
 SCENARIOS = {  # dag id -> (dataset, pool holding the training task)
     "bypass_control": ("studio", "default_pool"),
@@ -95,7 +104,7 @@ def refusal(airflow: StandaloneAirflow, dag_id: str, run_id: str) -> str:
     assert train["try_number"] == 1, "a refused clearance must not be retried"
     log = airflow.task_log(dag_id, run_id, "train")
     assert "Consent clearance refused: training task 'train' of DAG " + repr(dag_id) in log, log[-3000:]
-    print(log[log.index("Consent clearance refused"):][:2000])  # shown with -s, or when a test fails
+    print(log[log.index("Consent clearance refused") :][:2000])  # shown with -s, or when a test fails
     return log
 
 
@@ -176,15 +185,16 @@ def test_a_partition_modified_after_its_check_does_not_clear_training(world):
 
 
 def test_an_ungated_training_dag_is_an_import_error_in_the_api_and_the_cli(world):
-    airflow, root, _ = world
+    airflow, _root, _ = world
 
     error = airflow.wait_for_import_error("ungated_training.py")
-    assert "AirflowClusterPolicyViolation: airflow-consent: DAG 'ungated_training': training task(s) 'train'" in (
-        error["stack_trace"]
+    assert (
+        "AirflowClusterPolicyViolation: airflow-consent: DAG 'ungated_training': training task(s) 'train'"
+        in (error["stack_trace"])
     )
     result = airflow.run_command("airflow", "dags", "list-import-errors", "-o", "json")
     assert result.returncode == 1, result.stderr[-2000:]  # 1 when there are import errors
-    listed = {e["filepath"]: e["error"] for e in json.loads(result.stdout[result.stdout.index("[{"):].splitlines()[0])}
+    listed = {e["filepath"]: e["error"] for e in json.loads(result.stdout[result.stdout.index("[{") :].splitlines()[0])}
     expected = "training task(s) 'train' (DAG tag 'training') have no consent gate upstream"
     assert expected in listed["ungated_training.py"]
     assert "ungated_training" not in {d["dag_id"] for d in airflow.request("GET", "/api/v2/dags").json()["dags"]}

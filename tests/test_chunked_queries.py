@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from datetime import datetime, timezone
+import functools
+import operator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,9 @@ from airflow_consent.ledger import input_digest
 from airflow_consent.models import GateRequest
 from airflow_consent.sample_data import generate_profile_photos
 
-REQUEST = GateRequest(purpose="face_recognition_training", dag_id="train", run_id="r1",
-                      evaluated_at=datetime(2026, 12, 1, tzinfo=timezone.utc))
+REQUEST = GateRequest(
+    purpose="face_recognition_training", dag_id="train", run_id="r1", evaluated_at=datetime(2026, 12, 1, tzinfo=UTC)
+)
 
 
 class Counting:
@@ -68,14 +71,18 @@ def test_any_chunking_gives_the_decisions_and_digest_of_one_query(datasets, opa_
     assert whole.queries == [[p.id for p in partitions]]
     assert {allow for _, allow, _ in verdicts(one_query)} == {True, False}
     assert one_query.input_digest == input_digest(
-        {"request": REQUEST.model_dump(mode="json"), "partitions": [p.model_dump(mode="json") for p in partitions]})
+        {"request": REQUEST.model_dump(mode="json"), "partitions": [p.model_dump(mode="json") for p in partitions]}
+    )
 
     for size in (1, 2, 3, len(partitions) - 1, len(partitions)):
         chunked = Counting(LocalOpaEngine(opa_binary=opa_binary))
         report = evaluate_gate(REQUEST, datasets, chunked, chunk_size=size)
-        assert [len(q) for q in chunked.queries] == [min(size, len(partitions) - i) for i in
-                                                     range(0, len(partitions), size)]
-        assert sum(chunked.queries, []) == [p.id for p in partitions]  # in order, each once, across datasets
+        assert [len(q) for q in chunked.queries] == [
+            min(size, len(partitions) - i) for i in range(0, len(partitions), size)
+        ]
+        assert functools.reduce(operator.iadd, chunked.queries, []) == [
+            p.id for p in partitions
+        ]  # in order, each once, across datasets
         assert verdicts(report) == verdicts(one_query)
         assert (report.allow, report.input_digest) == (one_query.allow, one_query.input_digest)
         assert (report.opa_version, report.policy_revision) == (one_query.opa_version, one_query.policy_revision)
@@ -91,8 +98,11 @@ def test_the_deferred_path_chunks_alike(datasets, opa_binary):
 
 def test_policies_replaced_between_chunks_fail_closed(datasets, opa_binary):
     engine = NewRevisionAfterFirst(LocalOpaEngine(opa_binary=opa_binary))
-    with pytest.raises(MalformedDecision, match="the policies changed during the evaluation: query 1 was decided by "
-                       r"OPA .* revision sha256:\w+, query 2 by OPA .* revision sha256:new; run the gate again"):
+    with pytest.raises(
+        MalformedDecision,
+        match="the policies changed during the evaluation: query 1 was decided by "
+        r"OPA .* revision sha256:\w+, query 2 by OPA .* revision sha256:new; run the gate again",
+    ):
         evaluate_gate(REQUEST, datasets, engine, chunk_size=4)
 
 
@@ -121,8 +131,9 @@ def test_query_chunk_size_is_a_deployment_setting(monkeypatch, value, expected):
 
     monkeypatch.setenv("AIRFLOW__CONSENT__QUERY_CHUNK_SIZE", value)
     if expected is None:
-        with pytest.raises(ConsentConfigurationError, match=f"query_chunk_size must be a whole number of at least 1, "
-                           f"not '{value}'"):
+        with pytest.raises(
+            ConsentConfigurationError, match=f"query_chunk_size must be a whole number of at least 1, not '{value}'"
+        ):
             settings()
     else:
         assert settings().query_chunk_size == expected

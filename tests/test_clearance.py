@@ -7,6 +7,7 @@ exercised by ``test_bypass.py``, and through DagBag + dag.test() by ``test_examp
 from __future__ import annotations
 
 import shutil
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,10 @@ class FakeLedger:
             raise self.allowed
         if run_id != RUN or task_id not in (None, "consent_gate"):
             return {}
-        return {**{pid: LatestDecision(fp, False, PURPOSE, ENGINE, ENTRYPOINT) for pid, fp in self.denied.items()},
-                **{pid: LatestDecision(fp, True, PURPOSE, ENGINE, ENTRYPOINT) for pid, fp in self.allowed.items()}}
+        return {
+            **{pid: LatestDecision(fp, False, PURPOSE, ENGINE, ENTRYPOINT) for pid, fp in self.denied.items()},
+            **{pid: LatestDecision(fp, True, PURPOSE, ENGINE, ENTRYPOINT) for pid, fp in self.allowed.items()},
+        }
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +119,10 @@ def test_a_partition_changed_since_its_allow_names_both_fingerprints(dataset, on
     (problem,) = error.problems
     assert (problem.kind, problem.partition_id) == ("changed", STUDIO_2024)
     assert (problem.allowed_fingerprint, problem.current_fingerprint) == (stale, on_disk[STUDIO_2024])
-    assert f"{STUDIO_2024}: changed after its check: allowed with fingerprint {stale}, on disk now " \
-           f"{on_disk[STUDIO_2024]}" in str(error)
+    assert (
+        f"{STUDIO_2024}: changed after its check: allowed with fingerprint {stale}, on disk now "
+        f"{on_disk[STUDIO_2024]}" in str(error)
+    )
 
 
 def test_an_allow_of_another_run_does_not_count(dataset, on_disk):
@@ -244,25 +249,49 @@ def test_a_mapped_training_task_is_cleared_through_its_unmapped_copy(dataset, mo
 
 
 def test_with_the_real_ledger_unenforced_violations_pass_and_enforced_ones_do_not(dataset, tmp_path, on_disk):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow_consent.ledger import Ledger
     from airflow_consent.models import DecidedPartition, GateReport, GateRequest, Violation
 
     def violation(enforcement: str) -> Violation:
-        return Violation(rule_id="PROV-004", title="Chain of custody missing", severity="medium", message="m",
-                         remediation="r", regulation=[], enforcement=enforcement)
+        return Violation(
+            rule_id="PROV-004",
+            title="Chain of custody missing",
+            severity="medium",
+            message="m",
+            remediation="r",
+            regulation=[],
+            enforcement=enforcement,
+        )
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=RUN, task_id="consent_gate", evaluated_at=now)
     report = GateReport(
-        decision_id="d-1", allow=False, purpose=PURPOSE, entrypoint="consent/main/decision", engine=ENGINE,
-        opa_version="1.22.3", policy_revision="sha256:0", evaluated_at=now, duration_ms=1.0,
+        decision_id="d-1",
+        allow=False,
+        purpose=PURPOSE,
+        entrypoint="consent/main/decision",
+        engine=ENGINE,
+        opa_version="1.22.3",
+        policy_revision="sha256:0",
+        evaluated_at=now,
+        duration_ms=1.0,
         partitions=[
-            DecidedPartition(id=STUDIO_2024, uri="file:///x", fingerprint=on_disk[STUDIO_2024], allow=False,
-                             violations=[violation("warn")]),
-            DecidedPartition(id=STUDIO_2025, uri="file:///y", fingerprint=on_disk[STUDIO_2025], allow=False,
-                             violations=[violation("deny")]),
+            DecidedPartition(
+                id=STUDIO_2024,
+                uri="file:///x",
+                fingerprint=on_disk[STUDIO_2024],
+                allow=False,
+                violations=[violation("warn")],
+            ),
+            DecidedPartition(
+                id=STUDIO_2025,
+                uri="file:///y",
+                fingerprint=on_disk[STUDIO_2025],
+                allow=False,
+                violations=[violation("deny")],
+            ),
         ],
     )
     task = training_dag(dataset).task_dict["train"]
@@ -293,19 +322,23 @@ def approved_training_task():
 
 def approval(dataset, ledger, *, sources_filter="studio_optin") -> dict:
     """Run the real gate over ``dataset``, record it, and return the extra its approved-asset event carries."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow_consent.engines.local import LocalOpaEngine
     from airflow_consent.gate import DatasetSpec, evaluate_gate
     from airflow_consent.models import GateRequest
 
-    request = GateRequest(purpose=PURPOSE, dag_id="approve", run_id="r1", task_id="consent_gate",
-                          evaluated_at=datetime.now(timezone.utc))
-    report = evaluate_gate(request, [DatasetSpec(uri=str(dataset))], LocalOpaEngine(),
-                           partition_filter=[("year", "=", "2024")])
+    request = GateRequest(
+        purpose=PURPOSE, dag_id="approve", run_id="r1", task_id="consent_gate", evaluated_at=datetime.now(UTC)
+    )
+    report = evaluate_gate(
+        request, [DatasetSpec(uri=str(dataset))], LocalOpaEngine(), partition_filter=[("year", "=", "2024")]
+    )
     ledger.record(report, request, mode="deny", input_digest=report.input_digest)
-    return {"decision_id": report.decision_id,
-            "approved_partitions": [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in report.passed]}
+    return {
+        "decision_id": report.decision_id,
+        "approved_partitions": [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in report.passed],
+    }
 
 
 def triggered_by(task, extra: dict | None) -> dict:
@@ -337,7 +370,9 @@ def test_a_dag_scheduled_on_an_approved_asset_is_gated_and_cleared_by_its_decisi
         sidecar_free = dataset / "source=studio_optin" / "year=2024" / "part-0.parquet"
         sidecar_free.write_bytes(sidecar_free.read_bytes() + b"\0")
         (problem,) = refused_with(task, triggered_by(task, extra), ledger).problems
-        assert problem.kind == "changed" and problem.allowed_fingerprint == extra["approved_partitions"][0]["fingerprint"]
+        assert (
+            problem.kind == "changed" and problem.allowed_fingerprint == extra["approved_partitions"][0]["fingerprint"]
+        )
 
 
 def refused_with(task, ctx, ledger) -> ClearanceRefused:
@@ -390,20 +425,35 @@ def test_exclude_mode_refuses_a_partition_added_after_the_gate_ran(tmp_path, mon
 
 def record(ledger, task_id: str, verdicts: dict[str, bool], fingerprints: dict[str, str], run_id: str = RUN) -> None:
     """Append the decisions of one evaluation by ``task_id``: partition id -> allow."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow_consent.models import DecidedPartition, GateReport, GateRequest, Violation
 
-    denied = Violation(rule_id="PROV-001", title="Source not approved", severity="high", message="m",
-                       remediation="r", regulation=[])
-    now = datetime.now(timezone.utc)
+    denied = Violation(
+        rule_id="PROV-001", title="Source not approved", severity="high", message="m", remediation="r", regulation=[]
+    )
+    now = datetime.now(UTC)
     request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=run_id, task_id=task_id, evaluated_at=now)
     report = GateReport(
-        decision_id=f"{task_id}-{now.timestamp()}", allow=all(verdicts.values()), purpose=PURPOSE,
-        entrypoint="consent/main/decision", engine=ENGINE, opa_version="1.22.3", policy_revision="sha256:0",
-        evaluated_at=now, duration_ms=1.0,
-        partitions=[DecidedPartition(id=pid, uri=f"file:///{pid}", fingerprint=fingerprints[pid], allow=allow,
-                                     violations=[] if allow else [denied]) for pid, allow in verdicts.items()],
+        decision_id=f"{task_id}-{now.timestamp()}",
+        allow=all(verdicts.values()),
+        purpose=PURPOSE,
+        entrypoint="consent/main/decision",
+        engine=ENGINE,
+        opa_version="1.22.3",
+        policy_revision="sha256:0",
+        evaluated_at=now,
+        duration_ms=1.0,
+        partitions=[
+            DecidedPartition(
+                id=pid,
+                uri=f"file:///{pid}",
+                fingerprint=fingerprints[pid],
+                allow=allow,
+                violations=[] if allow else [denied],
+            )
+            for pid, allow in verdicts.items()
+        ],
     )
     ledger.record(report, request, mode="deny", input_digest="sha256:" + "0" * 64)
 
@@ -425,4 +475,6 @@ def test_an_allow_recorded_by_another_task_of_the_run_does_not_clear_the_gates_p
         with pytest.raises(ClearanceRefused) as caught:
             check_clearance(task, {**context(task), "run_id": "manual__only_another_task"}, ledger=ledger)
     assert [(p.kind, p.partition_id) for p in caught.value.problems] == [
-        ("not_allowed", STUDIO_2024), ("not_allowed", STUDIO_2025)]
+        ("not_allowed", STUDIO_2024),
+        ("not_allowed", STUDIO_2025),
+    ]

@@ -29,8 +29,9 @@ def test_check_denies_the_sample_and_names_the_rules(sample, opa_binary):
 
 
 def test_check_allows_with_a_filter_and_prints_json(sample, opa_binary):
-    result = invoke("check", str(sample), "--purpose", "face_recognition_training",
-                    "--where", "source=studio_optin", "--json")
+    result = invoke(
+        "check", str(sample), "--purpose", "face_recognition_training", "--where", "source=studio_optin", "--json"
+    )
     assert result.exit_code == 0
     report = json.loads(result.output)
     assert report["allow"] is True and len(report["partitions"]) == 2
@@ -50,8 +51,16 @@ def test_where_must_be_key_equals_value(sample):
 
 def test_check_measures_evidence_with_a_dataset_configuration(sample, opa_binary):
     configs = Path(__file__).resolve().parent.parent / "dags" / "datasets"
-    result = invoke("check", str(sample), "--purpose", "face_recognition_training", "--where", "source=studio_optin",
-                    "--dataset-config-path", str(configs))
+    result = invoke(
+        "check",
+        str(sample),
+        "--purpose",
+        "face_recognition_training",
+        "--where",
+        "source=studio_optin",
+        "--dataset-config-path",
+        str(configs),
+    )
     assert result.exit_code == EXIT_DENIED
     assert "DENY  profile_photos/source=studio_optin/year=2025" in result.output
     assert "EVIDENCE-002" in result.output
@@ -65,6 +74,10 @@ def test_sample_data_command_writes_only_the_sources_asked_for_without_revoked_r
     assert main([str(tmp_path), "--sources", "studio_optin", "--without-revoked"]) == 0
     dataset = Path(capsys.readouterr().out.strip())
     assert sorted(p.name for p in dataset.iterdir()) == ["source=studio_optin"]
-    subjects = set(ds.dataset(dataset, format="parquet", partitioning="hive").to_table(columns=["subject_id"])
-                   .column("subject_id").to_pylist())
+    subjects = set(
+        ds.dataset(dataset, format="parquet", partitioning="hive")
+        .to_table(columns=["subject_id"])
+        .column("subject_id")
+        .to_pylist()
+    )
     assert subjects and not subjects & set(REVOKED_SUBJECTS)

@@ -235,16 +235,24 @@ def test_the_policy_module_is_cheap_to_import():
     env = {**os.environ, "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     loaded = json.loads(out.strip().splitlines()[-1].replace("'", '"'))
-    assert not {"pyarrow", "airflow_consent.operators.consent", "airflow_consent.clearance",
-                "airflow_consent.discovery"} & set(loaded)
+    assert not {
+        "pyarrow",
+        "airflow_consent.operators.consent",
+        "airflow_consent.clearance",
+        "airflow_consent.discovery",
+    } & set(loaded)
 
 
 def cli_import_errors(tmp_path: Path, dags: Path, **settings: str) -> list[dict]:
     """The import errors the real CLI lists for ``dags``, in its own AIRFLOW_HOME with only ``settings``
     (env vars) set: migrate, parse into the database, list."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(tmp_path / "home"), AIRFLOW__CORE__DAGS_FOLDER=str(dags),
-               AIRFLOW__CORE__LOAD_EXAMPLES="False", **settings)
+    env.update(
+        AIRFLOW_HOME=str(tmp_path / "home"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        **settings,
+    )
     airflow = str(Path(sys.executable).parent / "airflow")
 
     def cli(*args: str, returncode: int = 0) -> str:
@@ -255,7 +263,7 @@ def cli_import_errors(tmp_path: Path, dags: Path, **settings: str) -> list[dict]
     cli("db", "migrate")
     cli("dags", "reserialize")
     out = cli("dags", "list-import-errors", "-o", "json", returncode=1)  # 1: there are import errors
-    return json.loads(out[out.index("[{"):].splitlines()[0])
+    return json.loads(out[out.index("[{") :].splitlines()[0])
 
 
 @pytest.mark.integration
@@ -286,8 +294,13 @@ def test_the_hook_marker_is_airflows():
 
 
 PURPOSE = "face_recognition_training"
-SETTINGS = dict(enforce_gates=True, enforce_clearance=True, training_tags=("training",),
-                training_operators=("*TrainingOperator",), training_outlet_patterns=("model://*",))
+SETTINGS = dict(
+    enforce_gates=True,
+    enforce_clearance=True,
+    training_tags=("training",),
+    training_operators=("*TrainingOperator",),
+    training_outlet_patterns=("model://*",),
+)
 
 
 def random_dag(seed: int, tasks: int = 40):
@@ -341,12 +354,15 @@ def test_one_dag_parse_reads_the_settings_once_and_walks_the_graph_once(tmp_path
     read, scan = config.enforcement_settings, cluster_policy.TrainingScan.__init__
     monkeypatch.setattr(config, "enforcement_settings", lambda: reads.append(1) or read())
     monkeypatch.setattr(cluster_policy.TrainingScan, "__init__", lambda self, *a: scans.append(1) or scan(self, *a))
-    (tmp_path / "wide.py").write_text(HEADER + textwrap.dedent("""
+    (tmp_path / "wide.py").write_text(
+        HEADER
+        + textwrap.dedent("""
         with DAG(dag_id="wide", schedule=None, tags=["training"]):
             previous = gate()
             for i in range(300):
                 previous = previous >> EmptyOperator(task_id=f"t{i}")
-    """))
+    """)
+    )
 
     dagbag = bag(tmp_path)
 

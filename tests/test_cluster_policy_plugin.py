@@ -23,8 +23,9 @@ print(json.dumps({"plugins": [p.name for p in plugins], "errors": errors, "links
 @pytest.mark.parametrize("lazy", ["True", "False"])
 def test_the_plugin_loads_with_and_without_lazy_provider_discovery(tmp_path, lazy):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(tmp_path), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-               AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS=lazy)
+    env.update(
+        AIRFLOW_HOME=str(tmp_path), AIRFLOW__CORE__LOAD_EXAMPLES="False", AIRFLOW__CORE__LAZY_DISCOVER_PROVIDERS=lazy
+    )
 
     out = subprocess.run([sys.executable, "-c", PLUGINS], env=env, capture_output=True, text=True, check=True).stdout
     loaded = json.loads(out.strip().splitlines()[-1])

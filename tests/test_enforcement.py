@@ -33,14 +33,22 @@ def gate_dag(root: Path, dag_id: str, sources: tuple[str, ...], extra: str = "")
     dataset = generate_profile_photos(root / "data", sources=sources)
     dags = root / "dags"
     dags.mkdir()
-    (dags / f"{dag_id}.py").write_text(textwrap.dedent(GATE_DAG.format(dag_id=dag_id, dataset=str(dataset), extra=extra)))
+    (dags / f"{dag_id}.py").write_text(
+        textwrap.dedent(GATE_DAG.format(dag_id=dag_id, dataset=str(dataset), extra=extra))
+    )
     return dags
 
 
 EXPECTED = {
-    ("deny", "allowed"): "success", ("deny", "denied"): "failed", ("deny", "engine down"): "failed",
-    ("warn", "allowed"): "success", ("warn", "denied"): "success", ("warn", "engine down"): "failed",
-    ("dryrun", "allowed"): "success", ("dryrun", "denied"): "success", ("dryrun", "engine down"): "failed",
+    ("deny", "allowed"): "success",
+    ("deny", "denied"): "failed",
+    ("deny", "engine down"): "failed",
+    ("warn", "allowed"): "success",
+    ("warn", "denied"): "success",
+    ("warn", "engine down"): "failed",
+    ("dryrun", "allowed"): "success",
+    ("dryrun", "denied"): "success",
+    ("dryrun", "engine down"): "failed",
 }
 
 
@@ -66,7 +74,9 @@ def test_mode_by_outcome(airflow_db, tmp_path, monkeypatch, capfd, mode, situati
     violations = [v for p in report["partitions"] for v in p["violations"]]
     if situation == "denied":  # the violation is in the report whatever the mode
         assert [(v["rule_id"], v["enforcement"]) for v in violations] == [("PROV-003", mode)]
-        assert ("violations not enforced (warn/dryrun): profile_photos/source=stock/year=2022" in log) == (mode != "deny")
+        assert ("violations not enforced (warn/dryrun): profile_photos/source=stock/year=2022" in log) == (
+            mode != "deny"
+        )
         with Ledger() as ledger:  # what run-time clearance will let training read
             cleared = ledger.allowed_fingerprints(dag_id, dag_run.run_id)
         assert list(cleared) == ([] if mode == "deny" else ["profile_photos/source=stock/year=2022"])
@@ -95,7 +105,9 @@ def test_exclude_passes_only_the_allowed_partitions(airflow_db, tmp_path, capfd)
     assert states == {"consent_gate": "success", "train": "success"}
     approved = xcom(dag_run, "consent_gate")
     assert [p["id"] for p in approved] == [
-        "profile_photos/source=studio_optin/year=2024", "profile_photos/source=studio_optin/year=2025"]
+        "profile_photos/source=studio_optin/year=2024",
+        "profile_photos/source=studio_optin/year=2025",
+    ]
     assert all(p["fingerprint"].startswith("sha256:") for p in approved)
     log = "".join(capfd.readouterr())
     assert "Excluded profile_photos/source=stock/year=2022: PROV-003" in log
@@ -120,7 +132,8 @@ def test_approved_asset_event_carries_the_decision(airflow_db, tmp_path):
     report = xcom(dag_run, "consent_gate", key="gate_report")
     with Session() as session:
         event = session.scalars(
-            select(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            select(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
             .where(AssetModel.name == "approved_profile_photos", AssetEvent.source_run_id == dag_run.run_id)
         ).one()
         extra_json = event.extra
@@ -128,7 +141,9 @@ def test_approved_asset_event_carries_the_decision(airflow_db, tmp_path):
     assert extra_json["purpose"] == "face_recognition_training"
     assert extra_json["policy_revision"] == report["policy_revision"]
     assert [p["id"] for p in extra_json["approved_partitions"]] == [
-        "profile_photos/source=studio_optin/year=2024", "profile_photos/source=studio_optin/year=2025"]
+        "profile_photos/source=studio_optin/year=2024",
+        "profile_photos/source=studio_optin/year=2025",
+    ]
     assert extra_json["excluded_partitions"] == ["profile_photos/source=stock/year=2022"]
 
 

@@ -12,7 +12,7 @@ import json
 import sqlite3
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,10 +21,9 @@ from test_clearance import RUN, context, training_dag
 from test_engines import fake_opa, opa_hook
 
 from airflow_consent.clearance import check_clearance
-from airflow_consent.errors import ClearanceRefused
 from airflow_consent.discovery import discover_partitions, fingerprint
 from airflow_consent.engines.local import LocalOpaEngine
-from airflow_consent.errors import LedgerTampered, MalformedDecision, PolicyError, UndefinedDecision
+from airflow_consent.errors import ClearanceRefused, LedgerTampered, MalformedDecision, PolicyError, UndefinedDecision
 from airflow_consent.gate import DatasetSpec, _check_decision, aevaluate_gate, collect_partitions, evaluate_gate
 from airflow_consent.ledger import Ledger
 from airflow_consent.ledger.keys import deployment_key
@@ -39,23 +38,37 @@ STUDIO_2025 = "profile_photos/source=studio_optin/year=2025"  # the partition ev
 
 NON_BOOLEANS = ["true", "yes", 1, 0, "false", None, [], {}]
 ALLOWED = {"allow": True, "violations": []}
-VIOLATION = {"rule_id": "CONSENT-001", "title": "Purpose not consented", "severity": "critical", "message": "m",
-             "remediation": "r", "regulation": ["GDPR Art. 6(1)(a)"]}
+VIOLATION = {
+    "rule_id": "CONSENT-001",
+    "title": "Purpose not consented",
+    "severity": "critical",
+    "message": "m",
+    "remediation": "r",
+    "regulation": ["GDPR Art. 6(1)(a)"],
+}
 # A denied verdict with one field of the wrong type, and the field the error must name.
 WRONG_TYPES = {
     "violations as a string": ({"allow": False, "violations": "CONSENT-001"}, "violations"),
     "a violation as a string": ({"allow": False, "violations": ["CONSENT-001"]}, "violations.0"),
     "rule_id as a number": ({"allow": False, "violations": [{**VIOLATION, "rule_id": 1}]}, "violations.0.rule_id"),
-    "an unknown severity": ({"allow": False, "violations": [{**VIOLATION, "severity": "urgent"}]},
-                            "violations.0.severity"),
+    "an unknown severity": (
+        {"allow": False, "violations": [{**VIOLATION, "severity": "urgent"}]},
+        "violations.0.severity",
+    ),
     "severity as a number": ({"allow": False, "violations": [{**VIOLATION, "severity": 1}]}, "violations.0.severity"),
-    "regulation as a string": ({"allow": False, "violations": [{**VIOLATION, "regulation": "GDPR"}]},
-                               "violations.0.regulation"),
+    "regulation as a string": (
+        {"allow": False, "violations": [{**VIOLATION, "regulation": "GDPR"}]},
+        "violations.0.regulation",
+    ),
     "message as a list": ({"allow": False, "violations": [{**VIOLATION, "message": ["m"]}]}, "violations.0.message"),
-    "recoverable as a string": ({"allow": False, "violations": [{**VIOLATION, "recoverable": "no"}]},
-                                "violations.0.recoverable"),
-    "recoverable as a number": ({"allow": False, "violations": [{**VIOLATION, "recoverable": 0}]},
-                                "violations.0.recoverable"),
+    "recoverable as a string": (
+        {"allow": False, "violations": [{**VIOLATION, "recoverable": "no"}]},
+        "violations.0.recoverable",
+    ),
+    "recoverable as a number": (
+        {"allow": False, "violations": [{**VIOLATION, "recoverable": 0}]},
+        "violations.0.recoverable",
+    ),
 }
 
 
@@ -65,7 +78,7 @@ def answer(verdict: dict = ALLOWED, overall: object = True) -> dict:
 
 
 def request() -> GateRequest:
-    return GateRequest(purpose=PURPOSE, evaluated_at=datetime(2026, 11, 26, tzinfo=timezone.utc))
+    return GateRequest(purpose=PURPOSE, evaluated_at=datetime(2026, 11, 26, tzinfo=UTC))
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +193,9 @@ OPA_EVAL_SHAPES = {
 def fake_opa_binary(tmp_path: Path, stdout: str, exit_code: int = 0) -> Path:
     """An executable that reads its input like ``opa eval`` and prints ``stdout``."""
     script = tmp_path / "opa"
-    script.write_text(f"#!{sys.executable}\nimport sys\nsys.stdin.read()\nsys.stdout.write({stdout!r})\n"
-                      f"sys.exit({exit_code})\n")
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.stdin.read()\nsys.stdout.write({stdout!r})\nsys.exit({exit_code})\n"
+    )
     script.chmod(0o755)
     return script
 
@@ -245,8 +259,14 @@ def test_a_server_answering_a_non_boolean_overall_allow_fails_closed(monkeypatch
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize(
     "provenance",
-    ["1.22.3", [], {"version": 1}, {"bundles": []}, {"bundles": {"consent": "rev-1"}},
-     {"bundles": {"consent": {"revision": 7}}}],
+    [
+        "1.22.3",
+        [],
+        {"version": 1},
+        {"bundles": []},
+        {"bundles": {"consent": "rev-1"}},
+        {"bundles": {"consent": {"revision": 7}}},
+    ],
 )
 def test_a_server_answering_a_provenance_of_another_shape_is_malformed(monkeypatch, studio, provenance, mode):
     with pytest.raises(MalformedDecision, match="provenance"):
@@ -274,9 +294,13 @@ def first_event(trigger: ConsentPolicyTrigger) -> dict:
 def test_the_trigger_reports_a_non_boolean_allow_as_an_engine_error(studio, opa_binary, tmp_path, value):
     trigger = ConsentPolicyTrigger(
         request={"purpose": PURPOSE, "dag_id": "d", "run_id": "r", "task_id": "t"},
-        datasets=[{"uri": str(studio), "name": None}], on_violation="fail", poke_interval=0.2,
-        arguments={"entrypoint": "bad/decision",
-                   "policy_path": str(policies(tmp_path / "policies", {"allow": value, "violations": []}))},
+        datasets=[{"uri": str(studio), "name": None}],
+        on_violation="fail",
+        poke_interval=0.2,
+        arguments={
+            "entrypoint": "bad/decision",
+            "policy_path": str(policies(tmp_path / "policies", {"allow": value, "violations": []})),
+        },
     )
     event = first_event(trigger)
     assert event["status"] == "error"
@@ -336,25 +360,45 @@ def forge_decision(db_file: Path, partition_ids: list[str], stored_allow: object
         seq, prev = db.execute("SELECT last_seq, last_hash FROM consent_ledger_head").fetchone()
         decision_id = str(uuid.uuid4())
         for partition_id in partition_ids:
-            last = db.execute("SELECT * FROM consent_ledger WHERE partition_id = ? ORDER BY seq DESC LIMIT 1",
-                              (partition_id,)).fetchone()
+            last = db.execute(
+                "SELECT * FROM consent_ledger WHERE partition_id = ? ORDER BY seq DESC LIMIT 1", (partition_id,)
+            ).fetchone()
             seq += 1
-            row = {**dict(last), "seq": seq, "decision_id": decision_id, "allow": hashed_allow, "violations": "[]",
-                   "prev_hash": prev}
+            row = {
+                **dict(last),
+                "seq": seq,
+                "decision_id": decision_id,
+                "allow": hashed_allow,
+                "violations": "[]",
+                "prev_hash": prev,
+            }
             row["record_hash"] = prev = record_hash(row)
             row["signature"] = key.sign(row["record_hash"])
             row["allow"] = stored_allow
-            db.execute(f"INSERT INTO consent_ledger ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                       list(row.values()))
+            db.execute(
+                f"INSERT INTO consent_ledger ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                list(row.values()),
+            )
         db.execute("UPDATE consent_ledger_head SET last_seq = ?, last_hash = ?", (seq, prev))
 
 
 def denied_report(partitions: dict[str, str]) -> GateReport:
-    decided = [DecidedPartition(id=pid, uri=f"/data/{pid}", fingerprint=fp, allow=False, violations=[VIOLATION])
-               for pid, fp in partitions.items()]
-    return GateReport(decision_id=str(uuid.uuid4()), allow=False, purpose=PURPOSE, entrypoint="consent/main/decision",
-                      engine="local opa", opa_version="1.22.3", policy_revision=None,
-                      evaluated_at=datetime(2026, 11, 26, tzinfo=timezone.utc), duration_ms=1.0, partitions=decided)
+    decided = [
+        DecidedPartition(id=pid, uri=f"/data/{pid}", fingerprint=fp, allow=False, violations=[VIOLATION])
+        for pid, fp in partitions.items()
+    ]
+    return GateReport(
+        decision_id=str(uuid.uuid4()),
+        allow=False,
+        purpose=PURPOSE,
+        entrypoint="consent/main/decision",
+        engine="local opa",
+        opa_version="1.22.3",
+        policy_revision=None,
+        evaluated_at=datetime(2026, 11, 26, tzinfo=UTC),
+        duration_ms=1.0,
+        partitions=decided,
+    )
 
 
 def record_denied(ledger: Ledger, partitions: dict[str, str], run_id: str = "run-1") -> None:

@@ -178,7 +178,7 @@ def fake_opa(reply, pass_headers: bool = False) -> Iterator[str]:
     """An HTTP server on loopback answering every POST with ``reply()`` → (status, body)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
+        def do_POST(self):
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status, body = reply(dict(self.headers)) if pass_headers else reply()
             self.send_response(status)

@@ -12,8 +12,11 @@ from airflow_consent import errors
 
 # Airflow twins of ConsentDenied and ClearanceRefused (they must be AirflowFailExceptions), and a
 # private signal that never leaves manifests.py.
-OUTSIDE = {"airflow_consent.operators.consent.ConsentGateDenied", "airflow_consent.clearance.ClearanceDenied",
-           "airflow_consent.manifests._DuplicateKey"}
+OUTSIDE = {
+    "airflow_consent.operators.consent.ConsentGateDenied",
+    "airflow_consent.clearance.ClearanceDenied",
+    "airflow_consent.manifests._DuplicateKey",
+}
 
 
 def declared_exceptions() -> dict[str, type]:
@@ -34,8 +37,11 @@ def test_every_exception_is_declared_in_errors_py():
 
 
 def test_the_docstring_draws_every_error_and_every_error_is_a_consent_error():
-    tree = {name.rsplit(".", 1)[1]: cls for name, cls in declared_exceptions().items()
-            if name.startswith("airflow_consent.errors.")}
+    tree = {
+        name.rsplit(".", 1)[1]: cls
+        for name, cls in declared_exceptions().items()
+        if name.startswith("airflow_consent.errors.")
+    }
     for name, cls in tree.items():
         assert re.search(rf"^ {{4}}(.*── )?{name}\b", errors.__doc__, re.MULTILINE), f"{name} is not in the tree"
         assert issubclass(cls, errors.ConsentError)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from evidence_data import DATASET, config, rows, utc, write_config, write_partition
 
 from airflow_consent.discovery import discover_partitions
 from airflow_consent.errors import ConsentConfigurationError
@@ -17,7 +18,6 @@ from airflow_consent.evidence.collector import EvidenceCollector
 from airflow_consent.evidence.revocations import RevocationList, RevocationMatcher
 from airflow_consent.gate import DatasetSpec, collect_partitions
 from airflow_consent.models import ContentEvidence, EvidenceProblem
-from evidence_data import DATASET, config, rows, utc, write_config, write_partition
 
 
 @pytest.fixture
@@ -65,18 +65,26 @@ def test_measures_rows_subjects_flags_revocations_and_times_across_batches_and_f
     assert problems == []
     assert evidence.config_source == str(conf / f"{DATASET}.json")
     assert evidence.expectations is None
-    assert evidence.content == ContentEvidence.model_validate({
-        "rows": 9,
-        "distinct_subjects": 6,
-        "consent_flags": [
-            {"purposes": [], "rows": 2},
-            {"purposes": ["face_recognition_training"], "rows": 5},
-            {"purposes": ["face_recognition_training", "model_training"], "rows": 2},
-        ],
-        "revoked": {"source": str(conf / "revoked.csv"), "listed": 4, "rows": 3, "subjects": 2, "examples": ["r1", "r2"]},
-        "collected_after_withdrawal": 1,
-        "collected_after_expiry": 1,
-    })
+    assert evidence.content == ContentEvidence.model_validate(
+        {
+            "rows": 9,
+            "distinct_subjects": 6,
+            "consent_flags": [
+                {"purposes": [], "rows": 2},
+                {"purposes": ["face_recognition_training"], "rows": 5},
+                {"purposes": ["face_recognition_training", "model_training"], "rows": 2},
+            ],
+            "revoked": {
+                "source": str(conf / "revoked.csv"),
+                "listed": 4,
+                "rows": 3,
+                "subjects": 2,
+                "examples": ["r1", "r2"],
+            },
+            "collected_after_withdrawal": 1,
+            "collected_after_expiry": 1,
+        }
+    )
 
 
 def test_only_configured_measurements_are_present(data, conf):
@@ -97,7 +105,11 @@ def test_integer_subject_ids_match_a_csv_list(data, conf):
 
     assert problems == []
     assert evidence.content.revoked.model_dump() == {
-        "source": str(conf / "revoked.csv"), "listed": 3, "rows": 3, "subjects": 2, "examples": ["7", "9"],
+        "source": str(conf / "revoked.csv"),
+        "listed": 3,
+        "rows": 3,
+        "subjects": 2,
+        "examples": ["7", "9"],
     }
 
 
@@ -116,10 +128,14 @@ def test_the_revocation_list_is_read_once_and_small_partitions_are_matched_toget
     write_config(conf, config(), revoked=["r1", "b2"])
     loads = []
     real_load = collector_module.load_revocation_list
-    monkeypatch.setattr(collector_module, "load_revocation_list", lambda source: loads.append(source) or real_load(source))
+    monkeypatch.setattr(
+        collector_module, "load_revocation_list", lambda source: loads.append(source) or real_load(source)
+    )
     calls = []
     real_listed = RevocationMatcher.listed
-    monkeypatch.setattr(RevocationMatcher, "listed", lambda self, values: calls.append(len(values)) or real_listed(self, values))
+    monkeypatch.setattr(
+        RevocationMatcher, "listed", lambda self, values: calls.append(len(values)) or real_listed(self, values)
+    )
 
     collected = collect(data, conf)
 
@@ -142,15 +158,18 @@ def test_streamed_and_grouped_partitions_measure_the_same(data, conf, tmp_path, 
     for shard in "abc":
         n = rng.randrange(40, 60)
         subjects = [rng.randrange(30) for _ in range(n)]
-        tables[shard] = [rows(
-            [s if subject_type == pa.int64() else f"s{s}" for s in subjects[i::2]],
-            subject_type=subject_type,
-            face=[rng.random() < 0.8 for _ in subjects[i::2]],
-            model=[rng.random() < 0.5 for _ in subjects[i::2]],
-            collected=[utc(2024, 1, 1 + rng.randrange(20)) for _ in subjects[i::2]],
-            withdrawn=[rng.choice([None, utc(2024, 1, 10)]) for _ in subjects[i::2]],
-            expires=[rng.choice([None, utc(2024, 1, 15)]) for _ in subjects[i::2]],
-        ) for i in range(2)]
+        tables[shard] = [
+            rows(
+                [s if subject_type == pa.int64() else f"s{s}" for s in subjects[i::2]],
+                subject_type=subject_type,
+                face=[rng.random() < 0.8 for _ in subjects[i::2]],
+                model=[rng.random() < 0.5 for _ in subjects[i::2]],
+                collected=[utc(2024, 1, 1 + rng.randrange(20)) for _ in subjects[i::2]],
+                withdrawn=[rng.choice([None, utc(2024, 1, 10)]) for _ in subjects[i::2]],
+                expires=[rng.choice([None, utc(2024, 1, 15)]) for _ in subjects[i::2]],
+            )
+            for i in range(2)
+        ]
         write_partition(data, shard, *tables[shard])
     revoked = [str(s) if subject_type == pa.int64() else f"s{s}" for s in range(0, 30, 4)]
     write_config(conf, config(batch_rows=1 << 20), revoked=revoked)
@@ -168,7 +187,12 @@ def test_streamed_and_grouped_partitions_measure_the_same(data, conf, tmp_path, 
 
 def test_matcher_says_which_ids_are_listed():
     strings = RevocationList(source="inline", values=pa.array(["x", "y"]), kind="string")
-    assert RevocationMatcher(strings, "string").listed(pa.array(["a", "y", "x", "y"])).tolist() == [False, True, True, True]
+    assert RevocationMatcher(strings, "string").listed(pa.array(["a", "y", "x", "y"])).tolist() == [
+        False,
+        True,
+        True,
+        True,
+    ]
     numbers = RevocationList(source="inline", values=pa.array([5, 3, 9], pa.int64()), kind="int")
     listed = RevocationMatcher(numbers, "int").listed(pa.array([9, 1, 3, 10, 5, 5], pa.int64()))
     assert listed.tolist() == [True, False, True, False, True, True]
@@ -180,26 +204,39 @@ def test_matcher_says_which_ids_are_listed():
 
 
 def test_misnamed_column_is_named_with_a_hint(data, conf):
-    write_partition(data, "a", rows(["s1"]).rename_columns(
-        ["subject_id", "Consent_Face", "consent_model", "collected_at", "withdrawn_at", "expires_at", "photo_id"]))
+    write_partition(
+        data,
+        "a",
+        rows(["s1"]).rename_columns(
+            ["subject_id", "Consent_Face", "consent_model", "collected_at", "withdrawn_at", "expires_at", "photo_id"]
+        ),
+    )
     write_config(conf, config(), revoked=[])
 
     evidence, problems = only(data, conf)
 
     assert evidence.content is None
-    assert problems == [EvidenceProblem(file=file_uri(data), field="consent_face",
-                                        message="column 'consent_face' is missing (did you mean 'Consent_Face'?)")]
+    assert problems == [
+        EvidenceProblem(
+            file=file_uri(data),
+            field="consent_face",
+            message="column 'consent_face' is missing (did you mean 'Consent_Face'?)",
+        )
+    ]
 
 
 def test_missing_column_lists_the_columns(data, conf):
     write_partition(data, "a", rows(["s1"]).drop_columns(["expires_at"]))
     write_config(conf, config(), revoked=[])
 
-    assert only(data, conf)[1] == [EvidenceProblem(
-        file=file_uri(data), field="expires_at",
-        message="column 'expires_at' is missing (columns: subject_id, consent_face, consent_model, collected_at, "
-        "withdrawn_at, photo_id)",
-    )]
+    assert only(data, conf)[1] == [
+        EvidenceProblem(
+            file=file_uri(data),
+            field="expires_at",
+            message="column 'expires_at' is missing (columns: subject_id, consent_face, consent_model, collected_at, "
+            "withdrawn_at, photo_id)",
+        )
+    ]
 
 
 def test_wrong_types_are_named_per_column(data, conf):
@@ -211,12 +248,19 @@ def test_wrong_types_are_named_per_column(data, conf):
     write_config(conf, config(), revoked=[])
 
     assert only(data, conf)[1] == [
-        EvidenceProblem(file=file_uri(data), field="subject_id",
-                        message="column 'subject_id' has type double; expected integers or strings"),
-        EvidenceProblem(file=file_uri(data), field="consent_face",
-                        message="column 'consent_face' has type int64; expected bool"),
-        EvidenceProblem(file=file_uri(data), field="collected_at",
-                        message="column 'collected_at' has type string; expected a timestamp"),
+        EvidenceProblem(
+            file=file_uri(data),
+            field="subject_id",
+            message="column 'subject_id' has type double; expected integers or strings",
+        ),
+        EvidenceProblem(
+            file=file_uri(data), field="consent_face", message="column 'consent_face' has type int64; expected bool"
+        ),
+        EvidenceProblem(
+            file=file_uri(data),
+            field="collected_at",
+            message="column 'collected_at' has type string; expected a timestamp",
+        ),
     ]
 
 
@@ -235,10 +279,13 @@ def test_mixing_zoned_and_naive_timestamps_is_a_problem(data, conf):
     write_partition(data, "a", table)
     write_config(conf, config(), revoked=[])
 
-    assert only(data, conf)[1] == [EvidenceProblem(
-        file=file_uri(data), field="withdrawn_at",
-        message="timestamp columns ['withdrawn_at'] have no time zone but the others do: they cannot be compared",
-    )]
+    assert only(data, conf)[1] == [
+        EvidenceProblem(
+            file=file_uri(data),
+            field="withdrawn_at",
+            message="timestamp columns ['withdrawn_at'] have no time zone but the others do: they cannot be compared",
+        )
+    ]
 
 
 def test_null_subject_ids_are_counted_against_their_file(data, conf):
@@ -248,21 +295,27 @@ def test_null_subject_ids_are_counted_against_their_file(data, conf):
     evidence, problems = only(data, conf)
 
     assert evidence.content is None
-    assert problems == [EvidenceProblem(
-        file=file_uri(data, index=1), field="subject_id",
-        message="2 row(s) have a null subject id: they cannot be checked against consent or revocations",
-    )]
+    assert problems == [
+        EvidenceProblem(
+            file=file_uri(data, index=1),
+            field="subject_id",
+            message="2 row(s) have a null subject id: they cannot be checked against consent or revocations",
+        )
+    ]
 
 
 def test_a_row_without_collection_time_but_with_a_withdrawal_is_a_problem(data, conf):
     write_partition(data, "a", rows(["s1", "s2"], collected=[None, utc(2024, 1, 1)], withdrawn=[utc(2024, 2, 1), None]))
     write_config(conf, config(), revoked=[])
 
-    assert only(data, conf)[1] == [EvidenceProblem(
-        file=f"{data / DATASET}/shard=a", field="collected_at",
-        message="1 row(s) have no collected_at but a withdrawal or expiry time: cannot tell whether they were "
-        "collected after consent ended",
-    )]
+    assert only(data, conf)[1] == [
+        EvidenceProblem(
+            file=f"{data / DATASET}/shard=a",
+            field="collected_at",
+            message="1 row(s) have no collected_at but a withdrawal or expiry time: cannot tell whether they were "
+            "collected after consent ended",
+        )
+    ]
 
 
 def test_corrupt_parquet_file_is_named(data, conf):
@@ -289,8 +342,11 @@ def test_empty_partition_is_a_problem(data, conf):
     write_partition(data, "a", rows([]))
     write_config(conf, config(), revoked=[])
 
-    assert only(data, conf)[1] == [EvidenceProblem(
-        file=f"{data / DATASET}/shard=a", message="the partition has no rows: there is nothing to check")]
+    assert only(data, conf)[1] == [
+        EvidenceProblem(
+            file=f"{data / DATASET}/shard=a", message="the partition has no rows: there is nothing to check"
+        )
+    ]
 
 
 def test_partition_without_matching_data_files_is_a_problem(data, conf):
@@ -300,13 +356,16 @@ def test_partition_without_matching_data_files_is_a_problem(data, conf):
 
     assert only(data, conf)[1] == [
         EvidenceProblem(file=f"{data / DATASET}/shard=a/rows.csv", message=UNMEASURED.format("*.parquet")),
-        EvidenceProblem(file=f"{data / DATASET}/shard=a",
-                        message="no data file matches '*.parquet': there are no rows to check"),
+        EvidenceProblem(
+            file=f"{data / DATASET}/shard=a", message="no data file matches '*.parquet': there are no rows to check"
+        ),
     ]
 
 
-UNMEASURED = ("unmeasured file in partition: it does not match data_files {!r}, so its rows were not checked, yet a "
-              "reader of the partition reads it; rename or remove it, or widen data_files")
+UNMEASURED = (
+    "unmeasured file in partition: it does not match data_files {!r}, so its rows were not checked, yet a "
+    "reader of the partition reads it; rename or remove it, or widen data_files"
+)
 
 
 @pytest.mark.parametrize("name", ["part-1.parq", "part-1.PARQUET", "part-1", "part-1.parquet.bak"])
@@ -352,8 +411,11 @@ def test_revocation_list_without_the_column(data, conf):
     pq.write_table(pa.table({"user": ["s1"]}), conf.mkdir() or conf / "revoked.parquet")
     write_config(conf, config(revocations={"path": "revoked.parquet"}))
 
-    assert only(data, conf)[1] == [EvidenceProblem(
-        file=str(conf / "revoked.parquet"), field="revocations", message="no column 'subject_id' (columns: user)")]
+    assert only(data, conf)[1] == [
+        EvidenceProblem(
+            file=str(conf / "revoked.parquet"), field="revocations", message="no column 'subject_id' (columns: user)"
+        )
+    ]
 
 
 def test_corrupt_revocation_list(data, conf):
@@ -373,9 +435,13 @@ def test_revocation_list_of_another_id_type_never_matches_and_says_so(data, conf
     pq.write_table(pa.table({"subject_id": pa.array([1, 2], pa.int64())}), conf / "revoked.parquet")
     write_config(conf, config(revocations={"path": "revoked.parquet"}))
 
-    assert only(data, conf)[1] == [EvidenceProblem(
-        file=str(conf / "revoked.parquet"), field="revocations",
-        message="the list holds int ids but the data's subject ids are strings: they never match")]
+    assert only(data, conf)[1] == [
+        EvidenceProblem(
+            file=str(conf / "revoked.parquet"),
+            field="revocations",
+            message="the list holds int ids but the data's subject ids are strings: they never match",
+        )
+    ]
 
 
 def test_csv_ids_that_are_not_integers_cannot_match_integer_subjects(data, conf):
@@ -405,7 +471,10 @@ def test_revocation_list_from_a_sqlalchemy_url(data, conf, tmp_path):
 
     assert problems == []
     assert evidence.content.revoked.model_dump() == {
-        "source": f"table 'revoked' of sqlite:///{tmp_path / 'rev.db'}", "listed": 2, "rows": 2, "subjects": 1,
+        "source": f"table 'revoked' of sqlite:///{tmp_path / 'rev.db'}",
+        "listed": 2,
+        "rows": 2,
+        "subjects": 1,
         "examples": ["s2"],
     }
 
@@ -413,7 +482,9 @@ def test_revocation_list_from_a_sqlalchemy_url(data, conf, tmp_path):
 def test_revocation_list_from_an_airflow_connection(data, conf, tmp_path, monkeypatch):
     write_partition(data, "a", rows(["s1", "s2"]))
     make_sqlite(tmp_path / "rev.db", ["s1"])
-    monkeypatch.setenv("AIRFLOW_CONN_REVOCATIONS_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "rev.db")}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REVOCATIONS_DB", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "rev.db")})
+    )
     write_config(conf, config(revocations={"conn_id": "revocations_db", "table": "revoked"}))
 
     evidence, problems = only(data, conf)
@@ -430,7 +501,10 @@ def test_missing_table_is_an_unreadable_list(data, conf, tmp_path):
 
     (problem,) = only(data, conf)[1]
     assert problem.file == f"table 'nope' of sqlite:///{tmp_path / 'rev.db'}"
-    assert "cannot read the revocation list: OperationalError" in problem.message and "no such table: nope" in problem.message
+    assert (
+        "cannot read the revocation list: OperationalError" in problem.message
+        and "no such table: nope" in problem.message
+    )
 
 
 # --- configuration errors stop the gate, naming the setting ------------------------------------
@@ -441,15 +515,26 @@ def test_missing_table_is_an_unreadable_list(data, conf, tmp_path):
     [
         ('{"config_version": "1", "columns": ', "malformed|Invalid JSON|EOF"),
         ({"config_version": "2", "columns": {"subject_id": "s"}}, "config_version: Input should be '1'"),
-        ({"config_version": "1", "columns": {"subject_id": "s", "consent_flags": {}}}, "columns.consent_flags: Extra inputs"),
-        ({"config_version": "1", "columns": {"subject_id": "s", "consent_withdrawn_at": "w"}},
-         "columns: Value error, consent_withdrawn_at and consent_expires_at need collected_at"),
+        (
+            {"config_version": "1", "columns": {"subject_id": "s", "consent_flags": {}}},
+            "columns.consent_flags: Extra inputs",
+        ),
+        (
+            {"config_version": "1", "columns": {"subject_id": "s", "consent_withdrawn_at": "w"}},
+            "columns: Value error, consent_withdrawn_at and consent_expires_at need collected_at",
+        ),
         ({"config_version": "1", "columns": {"subject_id": "s", "consent": {"a": "s"}}}, "a column is named twice"),
-        (config(revocations={"path": "r.csv", "url": "sqlite://", "table": "t"}), "set exactly one of path, url, conn_id"),
+        (
+            config(revocations={"path": "r.csv", "url": "sqlite://", "table": "t"}),
+            "set exactly one of path, url, conn_id",
+        ),
         (config(revocations={"url": "postgresql://u:secret@db/x", "table": "t"}), "must not contain a password"),
         (config(revocations={"path": "r.txt"}), "path must end in one of"),
         (config(revocations={"conn_id": "db"}), "url and conn_id need table"),
-        (config(revocations={"path": "$NO_SUCH_VARIABLE_HERE/r.csv"}), "revocations.path: .* names an unset environment variable"),
+        (
+            config(revocations={"path": "$NO_SUCH_VARIABLE_HERE/r.csv"}),
+            "revocations.path: .* names an unset environment variable",
+        ),
         (config(expectations={}), "expectations.suite: no such file"),
     ],
 )
@@ -493,18 +578,23 @@ def test_the_shipped_revocation_list_names_the_sample_data_revoked_subjects():
 
 def test_files_with_other_units_zones_and_nullability_are_measured_together(data, conf):
     table = rows(["s1", "s2"])
-    strict = table.cast(pa.schema(
-        [pa.field(f.name, f.type, nullable=f.name not in ("subject_id", "consent_face")) for f in table.schema]
-    ).with_metadata({b"origin": b"another writer"}))
+    strict = table.cast(
+        pa.schema(
+            [pa.field(f.name, f.type, nullable=f.name not in ("subject_id", "consent_face")) for f in table.schema]
+        ).with_metadata({b"origin": b"another writer"})
+    )
     write_partition(data, "a", table, strict)
     other = rows(["s3"], subject_type=pa.large_string())
-    write_partition(data, "b", other.set_column(3, "collected_at", other.column(3).cast(pa.timestamp("ms", tz="Europe/Berlin"))))
+    write_partition(
+        data, "b", other.set_column(3, "collected_at", other.column(3).cast(pa.timestamp("ms", tz="Europe/Berlin")))
+    )
     write_config(conf, config(), revoked=["s2"])
 
     collected = collect(data, conf)
 
     assert {i: (p, e.content.rows, e.content.revoked.rows) for i, (e, p) in collected.items()} == {
-        f"{DATASET}/shard=a": ([], 4, 2), f"{DATASET}/shard=b": ([], 1, 0),
+        f"{DATASET}/shard=a": ([], 4, 2),
+        f"{DATASET}/shard=b": ([], 1, 0),
     }
 
 

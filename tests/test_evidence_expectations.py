@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from evidence_data import DATASET, config, rows, write_config, write_partition
 
 from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.gate import DatasetSpec, collect_partitions
 from airflow_consent.models import EvidenceProblem, ExpectationResults, FailedExpectation
-from evidence_data import DATASET, config, rows, write_config, write_partition
 
 NOT_NULL_ID = "0d6f3c1a-8e4b-4f7a-b2c9-3e5d7a9f1b20"
 SUITE = {
@@ -34,15 +34,23 @@ def test_suite_results_are_in_the_evidence_with_critical_failures_marked(tmp_pat
     data, conf = tmp_path / "data", tmp_path / "conf"
     write_partition(data, "good", rows(["s1", "s2"]))
     write_partition(data, "bad", rows(["s1", "alice@example.com", "s3", "s4"], face=[True, None, True, True]))
-    write_config(conf, config(expectations={"critical": [NOT_NULL_ID, "expect_column_values_to_match_regex"]}),
-                 revoked=[], suite=SUITE)
+    write_config(
+        conf,
+        config(expectations={"critical": [NOT_NULL_ID, "expect_column_values_to_match_regex"]}),
+        revoked=[],
+        suite=SUITE,
+    )
 
     collected = collect(data, conf)
 
     good, good_problems = collected["good"]
     assert good_problems == []
     assert good.expectations == ExpectationResults(
-        suite="faces", source=str(conf / f"{DATASET}.expectations.json"), success=True, evaluated=4, successful=4,
+        suite="faces",
+        source=str(conf / f"{DATASET}.expectations.json"),
+        success=True,
+        evaluated=4,
+        successful=4,
     )
     bad, bad_problems = collected["bad"]
     assert bad_problems == []
@@ -54,19 +62,33 @@ def test_suite_results_are_in_the_evidence_with_critical_failures_marked(tmp_pat
         "successful": 1,
         "failed": [
             FailedExpectation(
-                type="expect_column_values_to_match_regex", id=None, column="subject_id",
+                type="expect_column_values_to_match_regex",
+                id=None,
+                column="subject_id",
                 critical=True,
-                statistics={"element_count": 4, "missing_count": 0, "missing_percent": 0.0, "unexpected_count": 1,
-                            "unexpected_percent": 25.0, "unexpected_percent_nonmissing": 25.0,
-                            "unexpected_percent_total": 25.0},
+                statistics={
+                    "element_count": 4,
+                    "missing_count": 0,
+                    "missing_percent": 0.0,
+                    "unexpected_count": 1,
+                    "unexpected_percent": 25.0,
+                    "unexpected_percent_nonmissing": 25.0,
+                    "unexpected_percent_total": 25.0,
+                },
             ).model_dump(),
             FailedExpectation(
-                type="expect_column_values_to_not_be_null", id=NOT_NULL_ID, column="consent_face", critical=True,
+                type="expect_column_values_to_not_be_null",
+                id=NOT_NULL_ID,
+                column="consent_face",
+                critical=True,
                 statistics={"element_count": 4, "unexpected_count": 1, "unexpected_percent": 25.0},
             ).model_dump(),
             FailedExpectation(
-                type="expect_table_row_count_to_be_between", id=None, column=None,
-                critical=False, statistics={"observed_value": 4},
+                type="expect_table_row_count_to_be_between",
+                id=None,
+                column=None,
+                critical=False,
+                statistics={"observed_value": 4},
             ).model_dump(),
         ],
     }
@@ -76,17 +98,23 @@ def test_suite_results_are_in_the_evidence_with_critical_failures_marked(tmp_pat
 def test_an_expectation_that_cannot_run_is_a_problem(tmp_path):
     data, conf = tmp_path / "data", tmp_path / "conf"
     write_partition(data, "a", rows(["s1"]))
-    suite = {"name": "faces", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "age"}}]}
+    suite = {
+        "name": "faces",
+        "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "age"}}],
+    }
     write_config(conf, config(expectations={}), revoked=[], suite=suite)
 
     evidence, problems = collect(data, conf)["a"]
 
     assert evidence.content is None and evidence.expectations is None
-    assert problems == [EvidenceProblem(
-        file=f"{data / DATASET}/shard=a", field="expect_column_values_to_not_be_null(column='age')",
-        message=f"expectation of suite {conf / f'{DATASET}.expectations.json'} could not run: "
-        'Error: The column "age" in BatchData does not exist.',
-    )]
+    assert problems == [
+        EvidenceProblem(
+            file=f"{data / DATASET}/shard=a",
+            field="expect_column_values_to_not_be_null(column='age')",
+            message=f"expectation of suite {conf / f'{DATASET}.expectations.json'} could not run: "
+            'Error: The column "age" in BatchData does not exist.',
+        )
+    ]
 
 
 def test_a_column_missing_from_one_file_only_is_named(tmp_path):
@@ -94,23 +122,36 @@ def test_a_column_missing_from_one_file_only_is_named(tmp_path):
     write_partition(data, "a", rows(["s1"]), rows(["s2"]).drop_columns(["photo_id"]))
     write_config(conf, config(expectations={}), revoked=[], suite=SUITE)
 
-    assert collect(data, conf)["a"][1] == [EvidenceProblem(
-        file=f"{data / DATASET}/shard=a/part-1.parquet", field="photo_id",
-        message=f"column 'photo_id', used by suite {conf / f'{DATASET}.expectations.json'}, is missing from this "
-        "file but not from others",
-    )]
+    assert collect(data, conf)["a"][1] == [
+        EvidenceProblem(
+            file=f"{data / DATASET}/shard=a/part-1.parquet",
+            field="photo_id",
+            message=f"column 'photo_id', used by suite {conf / f'{DATASET}.expectations.json'}, is missing from this "
+            "file but not from others",
+        )
+    ]
 
 
 @pytest.mark.parametrize(
     ("suite", "critical", "message"),
     [
-        ({"name": "x", "expectations": [{"type": "expect_the_moon", "kwargs": {}}]}, [],
-         r"expectations\[0\] \(expect_the_moon\): invalid expectation"),
-        ({"name": "x", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {}}]}, [],
-         r"expectations\[0\] \(expect_column_values_to_not_be_null\): invalid expectation: .*column"),
+        (
+            {"name": "x", "expectations": [{"type": "expect_the_moon", "kwargs": {}}]},
+            [],
+            r"expectations\[0\] \(expect_the_moon\): invalid expectation",
+        ),
+        (
+            {"name": "x", "expectations": [{"type": "expect_column_values_to_not_be_null", "kwargs": {}}]},
+            [],
+            r"expectations\[0\] \(expect_column_values_to_not_be_null\): invalid expectation: .*column",
+        ),
         ({"expectations": []}, [], "name: the suite needs a non-empty name"),
         ([], [], "not an expectation suite"),
-        (SUITE, ["expect_column_values_to_be_null"], r"expectations.critical names \['expect_column_values_to_be_null'\]"),
+        (
+            SUITE,
+            ["expect_column_values_to_be_null"],
+            r"expectations.critical names \['expect_column_values_to_be_null'\]",
+        ),
     ],
 )
 def test_bad_suite_stops_the_gate_naming_the_file(tmp_path, suite, critical, message):

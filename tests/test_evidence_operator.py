@@ -11,8 +11,12 @@ from airflow_consent.provider_info import get_provider_info
 
 
 def gate(**overrides) -> ConsentGateOperator:
-    return ConsentGateOperator(task_id="gate", datasets=["/data/a", Asset("b", uri="file:///data/b")],
-                               purpose="face_recognition_training", **overrides)
+    return ConsentGateOperator(
+        task_id="gate",
+        datasets=["/data/a", Asset("b", uri="file:///data/b")],
+        purpose="face_recognition_training",
+        **overrides,
+    )
 
 
 def specs(task: ConsentGateOperator):

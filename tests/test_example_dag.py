@@ -6,11 +6,11 @@ import json
 import textwrap
 from pathlib import Path
 
+from dag_runs import parse, run_dag, xcom
 from typer.testing import CliRunner
 
 from airflow_consent.cli import app
 from airflow_consent.sample_data import REVOKED_SUBJECTS, generate_profile_photos, remove_subjects
-from dag_runs import parse, run_dag, xcom
 
 REPO = Path(__file__).resolve().parent.parent
 DAG_ID = "train_face_recognition"
@@ -89,7 +89,9 @@ def test_gate_blocks_when_the_opa_server_is_down(airflow_db, tmp_path, monkeypat
     generate_profile_photos(tmp_path / "data", sources=("studio_optin",))
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "engine_down.py").write_text(textwrap.dedent(ENGINE_DOWN_DAG.format(dataset=str(tmp_path / "data" / "profile_photos"))))
+    (dags / "engine_down.py").write_text(
+        textwrap.dedent(ENGINE_DOWN_DAG.format(dataset=str(tmp_path / "data" / "profile_photos")))
+    )
     port = free_port()  # nothing listens here: the server is stopped
     conn = {"conn_type": "opa", "host": "127.0.0.1", "port": port, "extra": {"retries": 0, "timeout": 2}}
     monkeypatch.setenv("AIRFLOW_CONN_OPA_DOWN", json.dumps(conn))
@@ -98,6 +100,7 @@ def test_gate_blocks_when_the_opa_server_is_down(airflow_db, tmp_path, monkeypat
 
     assert states == {"consent_gate": "failed", "train": "upstream_failed"}
     output = capfd.readouterr()
-    assert f"policy engine unreachable (OPA server (connection 'opa_down')): cannot connect to http://127.0.0.1:{port}" in (
-        output.out + output.err
+    assert (
+        f"policy engine unreachable (OPA server (connection 'opa_down')): cannot connect to http://127.0.0.1:{port}"
+        in (output.out + output.err)
     )

@@ -116,8 +116,9 @@ def training_task(dataset: Path):
     from airflow_consent.operators.consent import ConsentGateOperator
 
     with DAG(dag_id="train_faces", schedule=None, tags=["training"]) as dag:
-        ConsentGateOperator(task_id="consent_gate", datasets=[str(dataset)], purpose=PURPOSE,
-                            partition_filter=[("year", "=", "2024")]) >> EmptyOperator(task_id="train")
+        ConsentGateOperator(
+            task_id="consent_gate", datasets=[str(dataset)], purpose=PURPOSE, partition_filter=[("year", "=", "2024")]
+        ) >> EmptyOperator(task_id="train")
     return dag.task_dict["train"]
 
 
@@ -127,10 +128,12 @@ def run_gate(dataset: Path, ledger):
     from airflow_consent.gate import DatasetSpec, evaluate_gate
     from airflow_consent.models import GateRequest
 
-    request = GateRequest(purpose=PURPOSE, dag_id="train_faces", run_id=RUN, task_id="consent_gate",
-                          evaluated_at=datetime.now(UTC))
-    report = evaluate_gate(request, [DatasetSpec(uri=str(dataset))], LocalOpaEngine(),
-                           partition_filter=[("year", "=", "2024")])
+    request = GateRequest(
+        purpose=PURPOSE, dag_id="train_faces", run_id=RUN, task_id="consent_gate", evaluated_at=datetime.now(UTC)
+    )
+    report = evaluate_gate(
+        request, [DatasetSpec(uri=str(dataset))], LocalOpaEngine(), partition_filter=[("year", "=", "2024")]
+    )
     ledger.record(report, request, mode="deny", input_digest=report.input_digest)
     return report
 
@@ -181,7 +184,10 @@ def test_a_rewrite_with_the_same_size_and_mtime_is_seen_by_the_clearance_and_the
     now = fingerprint_of_contents(partition, {"part-0.parquet": data})
     (problem,) = refused.value.problems
     assert (problem.kind, problem.allowed_fingerprint, problem.current_fingerprint) == (
-        "changed", allowed[STUDIO_2024], now)
+        "changed",
+        allowed[STUDIO_2024],
+        now,
+    )
     assert reads == [str(data_file)]
     (denied,) = run_gate(dataset, ledger).partitions  # its provider attested the old bytes
     assert (denied.fingerprint, [v.rule_id for v in denied.violations]) == (now, ["PROV-005"])
@@ -191,8 +197,10 @@ def forge(database: Path, data_file: Path, digest: str, mac: str) -> None:
     """Write the entry an attacker wants: the rewritten file's identity, with ``digest``."""
     identity = fingerprint_cache._local_identity(str(data_file), time.time_ns())
     with sqlite3.connect(database) as connection:
-        connection.execute("INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?)",
-                           (identity.location, identity.proof, digest, identity.size, mac))
+        connection.execute(
+            "INSERT OR REPLACE INTO fingerprints VALUES (?, ?, ?, ?, ?)",
+            (identity.location, identity.proof, digest, identity.size, mac),
+        )
 
 
 @pytest.mark.parametrize("signed_with", ["the old entry's signature", "another key"])
@@ -227,7 +235,8 @@ def test_a_holder_of_the_deployment_key_can_forge_an_entry_as_it_can_a_ledger_re
     forge(home / CACHE_FILE, data_file, old_digest, key_holder._mac(identity, old_digest, size))
 
     assert [p.fingerprint for p in check_clearance(task, {"run_id": RUN, "task": task}, ledger=ledger)] == [
-        allowed[STUDIO_2024]]
+        allowed[STUDIO_2024]
+    ]
 
 
 def test_a_tampered_digest_for_an_unchanged_file_costs_one_read_and_is_repaired(photos, home, reads):
@@ -278,7 +287,8 @@ def test_a_cache_that_cannot_be_opened_is_ignored_with_one_warning(photos, home,
 
     assert len(reads) == 2 * len(partitions)
     assert [r.getMessage().split(" (")[0] for r in caplog.records if r.name == fingerprint_cache.__name__] == [
-        f"Cannot read the fingerprint cache {home / 'a-directory'}"]
+        f"Cannot read the fingerprint cache {home / 'a-directory'}"
+    ]
 
 
 def test_the_cache_can_be_turned_off_or_moved(photos, home, reads, monkeypatch, tmp_path):
@@ -326,9 +336,16 @@ print(json.dumps({"runs": runs, "reads": len(reads)}))
 def fingerprint_processes(dataset: Path, home: Path, processes: int, runs: int) -> list[dict]:
     """Run ``processes`` fresh Python processes at once, each fingerprinting ``dataset`` ``runs`` times."""
     environment = {**os.environ, "AIRFLOW_HOME": str(home)}
-    started = [subprocess.Popen([sys.executable, "-c", FINGERPRINT_SCRIPT, str(dataset), str(runs)],
-                                env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(processes)]
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-c", FINGERPRINT_SCRIPT, str(dataset), str(runs)],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     results = []
     for process in started:
         out, err = process.communicate(timeout=300)
@@ -371,8 +388,12 @@ def s3_endpoint():
     server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-                            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for name, value in {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             patch.setenv(name, value)
         yield
     server.stop()
@@ -439,11 +460,18 @@ def test_s3_multipart_objects_are_read_their_composite_checksum_is_not_our_diges
     upload = client.create_multipart_upload(Bucket=name, Key="photos/source=big/part-0.bin", ChecksumAlgorithm="SHA256")
     parts = []
     for number, start in enumerate(range(0, len(body), part), start=1):
-        answer = client.upload_part(Bucket=name, Key="photos/source=big/part-0.bin", UploadId=upload["UploadId"],
-                                    PartNumber=number, Body=body[start : start + part], ChecksumAlgorithm="SHA256")
+        answer = client.upload_part(
+            Bucket=name,
+            Key="photos/source=big/part-0.bin",
+            UploadId=upload["UploadId"],
+            PartNumber=number,
+            Body=body[start : start + part],
+            ChecksumAlgorithm="SHA256",
+        )
         parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": answer["ChecksumSHA256"]})
-    client.complete_multipart_upload(Bucket=name, Key="photos/source=big/part-0.bin", UploadId=upload["UploadId"],
-                                     MultipartUpload={"Parts": parts})
+    client.complete_multipart_upload(
+        Bucket=name, Key="photos/source=big/part-0.bin", UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
 
     [partition] = listed(name)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,7 @@ DATASET_CONFIG = str(Path(__file__).resolve().parent.parent / "dags" / "datasets
 
 
 def request(purpose: str = "face_recognition_training") -> GateRequest:
-    return GateRequest(purpose=purpose, evaluated_at=datetime(2026, 11, 26, tzinfo=timezone.utc))
+    return GateRequest(purpose=purpose, evaluated_at=datetime(2026, 11, 26, tzinfo=UTC))
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,9 @@ def test_sample_data_decision(sample, engine):
 
 
 def test_filter_narrows_the_partitions(sample, engine):
-    report = evaluate_gate(request(), [DatasetSpec(uri=str(sample))], engine,
-                           partition_filter=[("source", "=", "studio_optin")])
+    report = evaluate_gate(
+        request(), [DatasetSpec(uri=str(sample))], engine, partition_filter=[("source", "=", "studio_optin")]
+    )
     assert report.allow
     assert [p.id for p in report.partitions] == [STUDIO_2024, "profile_photos/source=studio_optin/year=2025"]
 
@@ -128,7 +129,7 @@ def test_the_same_dataset_twice_is_a_configuration_error(studio, engine):
 
 # --- answers that must fail closed ---------------------------------------------------------------
 
-_PARTITIONS = "[{\"id\": p.id, \"allow\": true, \"violations\": []} | some p in input.partitions]"
+_PARTITIONS = '[{"id": p.id, "allow": true, "violations": []} | some p in input.partitions]'
 MISBEHAVING = {
     "drops a partition": f'decision := {{"allow": true, "partitions": array.slice({_PARTITIONS}, 1, 100)}}',
     "invents a partition": f'decision := {{"allow": true, "partitions": array.concat({_PARTITIONS}, '
@@ -155,7 +156,7 @@ def test_allowing_a_partition_without_a_valid_manifest_fails_closed(studio, opa_
     (studio / "source=studio_optin" / "year=2024" / SIDECAR_NAME).unlink()
     policies = tmp_path / "policies"
     policies.mkdir()
-    (policies / "main.rego").write_text(f"package lax\n\ndecision := {{\"allow\": true, \"partitions\": {_PARTITIONS}}}\n")
+    (policies / "main.rego").write_text(f'package lax\n\ndecision := {{"allow": true, "partitions": {_PARTITIONS}}}\n')
     engine = LocalOpaEngine(policy_path=policies, opa_binary=opa_binary)
     with pytest.raises(MalformedDecision, match="manifest is missing or invalid"):
         evaluate_gate(request(), [DatasetSpec(uri=str(studio))], engine, entrypoint="lax/decision")

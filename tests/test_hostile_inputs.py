@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from evidence_data import DATASET, config, rows, write_config, write_partition
 
 from airflow_consent.discovery import discover_partitions
 from airflow_consent.engines.local import LocalOpaEngine
@@ -26,7 +27,6 @@ from airflow_consent.errors import ConsentConfigurationError
 from airflow_consent.gate import DatasetSpec, collect_partitions, evaluate_gate
 from airflow_consent.manifests import MAX_MANIFEST_BYTES, PARQUET_METADATA_KEY, SIDECAR_NAME
 from airflow_consent.models import GateRequest
-from evidence_data import DATASET, config, rows, write_config, write_partition
 
 pytestmark = pytest.mark.timeout(120, method="thread")  # a hang in C code ends the run, never stalls it
 
@@ -91,6 +91,7 @@ def _sidecar(text: str | bytes) -> Callable[[Path], None]:
         _parquet(directory / "part-0.parquet")
         target = directory / SIDECAR_NAME
         target.write_bytes(text) if isinstance(text, bytes) else target.write_text(text)
+
     return write
 
 
@@ -102,6 +103,7 @@ def _beside_valid_sidecar(make: Callable[[Path], None]) -> Callable[[Path], None
     def write(directory: Path) -> None:
         (directory / SIDECAR_NAME).write_text(json.dumps(VALID))
         make(directory)
+
     return write
 
 
@@ -127,10 +129,19 @@ def _corpus() -> dict[str, tuple[Callable[[Path], None], str]]:
     """case name -> (how to fill its partition directory, the rule that must deny it)."""
     cases: dict[str, tuple[Callable[[Path], None], str]] = {}
     malformed = {
-        "empty": "", "whitespace": "  \n", "truncated": json.dumps(VALID)[:-7], "open-brace": "{",
-        "array": "[]", "null": "null", "string": '"manifest"', "number": "1", "nan": '{"manifest_version": NaN}',
-        "trailing-comma": json.dumps(VALID)[:-1] + ",}", "comment": "// consent\n" + json.dumps(VALID),
-        "duplicate-key": json.dumps(VALID)[:-1] + ', "manifest_version": "1"}', "single-quotes": "{'a': 1}",
+        "empty": "",
+        "whitespace": "  \n",
+        "truncated": json.dumps(VALID)[:-7],
+        "open-brace": "{",
+        "array": "[]",
+        "null": "null",
+        "string": '"manifest"',
+        "number": "1",
+        "nan": '{"manifest_version": NaN}',
+        "trailing-comma": json.dumps(VALID)[:-1] + ",}",
+        "comment": "// consent\n" + json.dumps(VALID),
+        "duplicate-key": json.dumps(VALID)[:-1] + ', "manifest_version": "1"}',
+        "single-quotes": "{'a': 1}",
         "oversized": json.dumps({**VALID, "pad": "x" * MAX_MANIFEST_BYTES}),
     }
     for depth in (33, 1_000, 10_000, 100_000):
@@ -145,19 +156,43 @@ def _corpus() -> dict[str, tuple[Callable[[Path], None], str]]:
     cases["sidecar-bom-garbage"] = (_sidecar("\ufeff{oops"), "PROV-006")
 
     wrong = {
-        "consent.biometric": "false", "consent.minors": "no", "consent.biometric_opt_in": 1,
-        "consent.purposes": "face_recognition_training", "consent.purposes.item": [1], "consent.collected_at":
-        "2024-01-15T00:00:00", "consent.legal_basis": "vibes", "consent.scope": "everyone",
-        "consent.withdrawn_at": 20240101, "consent.jurisdictions": "US", "provenance.acquired_at": "yesterday",
-        "provenance.chain_of_custody": {"holder": "x"}, "provenance.license": None, "provenance.source": ["a"],
-        "manifest_version": 1, "manifest_version.two": "2", "consent": [], "provenance": "stock",
+        "consent.biometric": "false",
+        "consent.minors": "no",
+        "consent.biometric_opt_in": 1,
+        "consent.purposes": "face_recognition_training",
+        "consent.purposes.item": [1],
+        "consent.collected_at": "2024-01-15T00:00:00",
+        "consent.legal_basis": "vibes",
+        "consent.scope": "everyone",
+        "consent.withdrawn_at": 20240101,
+        "consent.jurisdictions": "US",
+        "provenance.acquired_at": "yesterday",
+        "provenance.chain_of_custody": {"holder": "x"},
+        "provenance.license": None,
+        "provenance.source": ["a"],
+        "manifest_version": 1,
+        "manifest_version.two": "2",
+        "consent": [],
+        "provenance": "stock",
     }
     for path, value in wrong.items():
         field = path.removesuffix(".item").removesuffix(".two")
         cases[f"wrong-{path}"] = (_sidecar(json.dumps(_with(field, value))), "PROV-006")
-    for path in ("manifest_version", "consent", "provenance", "consent.legal_basis", "consent.purposes",
-                 "consent.scope", "consent.collected_at", "consent.biometric", "consent.minors", "provenance.source",
-                 "provenance.collection_method", "provenance.acquired_at", "provenance.license"):
+    for path in (
+        "manifest_version",
+        "consent",
+        "provenance",
+        "consent.legal_basis",
+        "consent.purposes",
+        "consent.scope",
+        "consent.collected_at",
+        "consent.biometric",
+        "consent.minors",
+        "provenance.source",
+        "provenance.collection_method",
+        "provenance.acquired_at",
+        "provenance.license",
+    ):
         cases[f"missing-{path}"] = (_sidecar(json.dumps(_with(path, ...))), "PROV-006")
         cases[f"null-{path}"] = (_sidecar(json.dumps(_with(path, None))), "PROV-006")
     for path in ("extra", "consent.extra", "provenance.extra"):
@@ -169,15 +204,24 @@ def _corpus() -> dict[str, tuple[Callable[[Path], None], str]]:
         lambda d: (_parquet(d / "part-0.parquet", json.dumps(VALID)), _parquet(d / "part-1.parquet", withdrawn)),
         "PROV-006",
     )
-    cases["conflict-in-unsuffixed-file"] = (_beside_valid_sidecar(lambda d: _parquet(d / "part-1", withdrawn)),
-                                            "PROV-006")
-    for name, content in {"zero-bytes.parquet": b"", "text.parquet": b"subject_id\ns1\n", "magic-only.parquet":
-                          b"PAR1PAR1", "truncated.parquet": None, "photo.jpg": b"\xff\xd8\xff"}.items():
+    cases["conflict-in-unsuffixed-file"] = (
+        _beside_valid_sidecar(lambda d: _parquet(d / "part-1", withdrawn)),
+        "PROV-006",
+    )
+    for name, content in {
+        "zero-bytes.parquet": b"",
+        "text.parquet": b"subject_id\ns1\n",
+        "magic-only.parquet": b"PAR1PAR1",
+        "truncated.parquet": None,
+        "photo.jpg": b"\xff\xd8\xff",
+    }.items():
         if content is None:
+
             def truncated(d: Path) -> None:
                 _parquet(d / "t.parquet")
                 (d / "truncated.parquet").write_bytes((d / "t.parquet").read_bytes()[:-9])
                 (d / "t.parquet").unlink()
+
             make = truncated
         else:
             make = _bytes(name, content)
@@ -211,8 +255,11 @@ def test_every_hostile_partition_is_denied_by_the_named_rule(tmp_path: Path, opa
     assert not report.allow
     by_case = {names[int(p.id.rsplit("=", 1)[1])]: p for p in report.partitions}
     assert len(by_case) == len(names)
-    wrong = {name: sorted(v.rule_id for v in p.violations) for name, p in by_case.items()
-             if p.allow or CORPUS[name][1] not in {v.rule_id for v in p.violations}}
+    wrong = {
+        name: sorted(v.rule_id for v in p.violations)
+        for name, p in by_case.items()
+        if p.allow or CORPUS[name][1] not in {v.rule_id for v in p.violations}
+    }
     assert wrong == {}
 
 
@@ -221,8 +268,11 @@ def _only_input(root: Path):
     return partition
 
 
-@pytest.mark.parametrize("make", [_fifo("part-1.parquet"), _fifo(SIDECAR_NAME), _socket, _char_device],
-                         ids=["fifo", "fifo-sidecar", "socket", "char-device"])
+@pytest.mark.parametrize(
+    "make",
+    [_fifo("part-1.parquet"), _fifo(SIDECAR_NAME), _socket, _char_device],
+    ids=["fifo", "fifo-sidecar", "socket", "char-device"],
+)
 def test_a_special_file_is_named_and_never_opened(tmp_path: Path, make) -> None:
     directory = tmp_path / "photos" / "source=stock"
     directory.mkdir(parents=True)
@@ -255,9 +305,7 @@ def test_a_fifo_as_the_revocation_list_is_unmeasurable(tmp_path: Path) -> None:
 
     [partition] = collect_partitions([DatasetSpec(str(data / DATASET), dataset_config_path=str(conf))])
 
-    assert [p.message for p in partition.evidence_problems] == [
-        "not a regular file (other): cannot read it as a list"
-    ]
+    assert [p.message for p in partition.evidence_problems] == ["not a regular file (other): cannot read it as a list"]
 
 
 # --- partition ids are injective ------------------------------------------------------------------
@@ -269,8 +317,12 @@ def test_special_characters_are_escaped_in_partition_ids(tmp_path: Path) -> None
 
     ids = [p.id for p in discover_partitions(str(tmp_path / "photos"))]
 
-    assert ids == ["photos/source=a%20b", "photos/source=k%3Dv", "photos/source=studio%3Aoptin",
-                   "photos/source=studio_optin"]
+    assert ids == [
+        "photos/source=a%20b",
+        "photos/source=k%3Dv",
+        "photos/source=studio%3Aoptin",
+        "photos/source=studio_optin",
+    ]
 
 
 @pytest.mark.parametrize("twin", ["studio%5Foptin", unicodedata.normalize("NFD", "studiö_optin")])

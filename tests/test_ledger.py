@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -19,29 +19,48 @@ from airflow_consent.ledger.store import normalize_url
 from airflow_consent.models import DecidedPartition, GateReport, GateRequest, Requester, Violation
 
 DIGEST = input_digest({"request": {}, "partitions": []})
-VIOLATION = Violation(rule_id="CONSENT-001", title="Purpose not consented", severity="critical",
-                      message="face_recognition_training is not among the consented purposes",
-                      remediation="collect consent", regulation=["GDPR Art. 6(1)(a)"])
+VIOLATION = Violation(
+    rule_id="CONSENT-001",
+    title="Purpose not consented",
+    severity="critical",
+    message="face_recognition_training is not among the consented purposes",
+    remediation="collect consent",
+    regulation=["GDPR Art. 6(1)(a)"],
+)
 
 
 def request(dag_id: str = "train", run_id: str = "run-1") -> GateRequest:
-    return GateRequest(purpose="face_recognition_training", model="face-v2", dag_id=dag_id, run_id=run_id,
-                       task_id="consent_gate", requested_by=Requester(kind="dag", id=dag_id),
-                       evaluated_at=datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc))
+    return GateRequest(
+        purpose="face_recognition_training",
+        model="face-v2",
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id="consent_gate",
+        requested_by=Requester(kind="dag", id=dag_id),
+        evaluated_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+    )
 
 
 def report(*partitions: tuple[str, bool, str]) -> GateReport:
     """A gate report of (partition id, allow, fingerprint)."""
     decided = [
-        DecidedPartition(id=pid, uri=f"/data/{pid}", fingerprint=fp, allow=allow,
-                         violations=[] if allow else [VIOLATION])
+        DecidedPartition(
+            id=pid, uri=f"/data/{pid}", fingerprint=fp, allow=allow, violations=[] if allow else [VIOLATION]
+        )
         for pid, allow, fp in partitions
     ]
-    return GateReport(decision_id=str(uuid.uuid4()), allow=all(p.allow for p in decided),
-                      purpose="face_recognition_training", entrypoint="consent/main/decision", engine="local opa",
-                      opa_version="1.22.3", policy_revision="sha256:" + "ab" * 32,
-                      evaluated_at=datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc), duration_ms=3.5,
-                      partitions=decided)
+    return GateReport(
+        decision_id=str(uuid.uuid4()),
+        allow=all(p.allow for p in decided),
+        purpose="face_recognition_training",
+        entrypoint="consent/main/decision",
+        engine="local opa",
+        opa_version="1.22.3",
+        policy_revision="sha256:" + "ab" * 32,
+        evaluated_at=datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        duration_ms=3.5,
+        partitions=decided,
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,8 +79,12 @@ def ledger(ledger_url) -> Ledger:
 def six_records(ledger: Ledger) -> None:
     """seq 1..6: three evaluations of partitions a (allowed) and b (denied)."""
     for n in range(3):
-        ledger.record(report(("ds/a", True, f"sha256:a{n}"), ("ds/b", False, "sha256:b")), request(),
-                      mode="deny", input_digest=DIGEST)
+        ledger.record(
+            report(("ds/a", True, f"sha256:a{n}"), ("ds/b", False, "sha256:b")),
+            request(),
+            mode="deny",
+            input_digest=DIGEST,
+        )
 
 
 def tamper(url: str, *statements: str | Callable) -> None:
@@ -112,13 +135,23 @@ def test_records_one_chained_record_per_partition_with_every_field(ledger):
     assert [key.problem(r.record_hash, r.signature) for r in appended] == [None, None]
     assert second.model_dump(exclude={"seq", "recorded_at", "prev_hash", "record_hash", "signature"}) == {
         "decision_id": gate_report.decision_id,
-        "evaluated_at": datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc),
-        "dag_id": "train", "run_id": "run-1", "task_id": "consent_gate",
-        "purpose": "face_recognition_training", "model": "face-v2", "requested_by": "dag:train",
-        "partition_id": "ds/b", "partition_uri": "/data/ds/b", "fingerprint": "sha256:bb",
-        "engine": "local opa", "entrypoint": "consent/main/decision",
-        "opa_version": "1.22.3", "policy_revision": "sha256:" + "ab" * 32,
-        "input_digest": DIGEST, "mode": "deny", "allow": False,
+        "evaluated_at": datetime(2026, 11, 26, 12, 0, tzinfo=UTC),
+        "dag_id": "train",
+        "run_id": "run-1",
+        "task_id": "consent_gate",
+        "purpose": "face_recognition_training",
+        "model": "face-v2",
+        "requested_by": "dag:train",
+        "partition_id": "ds/b",
+        "partition_uri": "/data/ds/b",
+        "fingerprint": "sha256:bb",
+        "engine": "local opa",
+        "entrypoint": "consent/main/decision",
+        "opa_version": "1.22.3",
+        "policy_revision": "sha256:" + "ab" * 32,
+        "input_digest": DIGEST,
+        "mode": "deny",
+        "allow": False,
         "violations": [VIOLATION.model_dump(mode="json")],
     }
     assert second.recorded_at.tzinfo is not None
@@ -126,10 +159,18 @@ def test_records_one_chained_record_per_partition_with_every_field(ledger):
 
 
 def test_allowed_fingerprints_follow_the_latest_decision_of_the_run(ledger):
-    ledger.record(report(("ds/a", True, "sha256:a1"), ("ds/b", True, "sha256:b1"), ("ds/c", False, "sha256:c1")),
-                  request(), mode="deny", input_digest=DIGEST)
-    ledger.record(report(("ds/a", True, "sha256:a2"), ("ds/b", False, "sha256:b2"), ("ds/c", True, "sha256:c2")),
-                  request(), mode="deny", input_digest=DIGEST)
+    ledger.record(
+        report(("ds/a", True, "sha256:a1"), ("ds/b", True, "sha256:b1"), ("ds/c", False, "sha256:c1")),
+        request(),
+        mode="deny",
+        input_digest=DIGEST,
+    )
+    ledger.record(
+        report(("ds/a", True, "sha256:a2"), ("ds/b", False, "sha256:b2"), ("ds/c", True, "sha256:c2")),
+        request(),
+        mode="deny",
+        input_digest=DIGEST,
+    )
     ledger.record(report(("ds/d", True, "sha256:d")), request(run_id="run-2"), mode="deny", input_digest=DIGEST)
 
     assert ledger.allowed_fingerprints("train", "run-1") == {"ds/a": "sha256:a2", "ds/c": "sha256:c2"}
@@ -140,8 +181,9 @@ def test_allowed_fingerprints_follow_the_latest_decision_of_the_run(ledger):
 
 def test_records_filter_and_limit_keep_chain_order(ledger):
     six_records(ledger)
-    ledger.record(report(("ds/z", True, "sha256:z")), request(dag_id="other", run_id="run-9"), mode="warn",
-                  input_digest=DIGEST)
+    ledger.record(
+        report(("ds/z", True, "sha256:z")), request(dag_id="other", run_id="run-9"), mode="warn", input_digest=DIGEST
+    )
 
     assert [r.seq for r in ledger.records(limit=3)] == [5, 6, 7]
     assert [r.seq for r in ledger.records(dag_id="train", limit=2)] == [5, 6]
@@ -172,11 +214,14 @@ def test_the_same_decision_cannot_be_recorded_twice(ledger):
     assert ledger.verify().ok and ledger.verify().checked == 1
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"mode": "", "input_digest": DIGEST}, "mode"),
-    ({"mode": "deny", "input_digest": ""}, "input_digest"),
-    ({"mode": "deny", "input_digest": "md5:00"}, "input_digest"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"mode": "", "input_digest": DIGEST}, "mode"),
+        ({"mode": "deny", "input_digest": ""}, "input_digest"),
+        ({"mode": "deny", "input_digest": "md5:00"}, "input_digest"),
+    ],
+)
 def test_bad_record_arguments_are_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Ledger(f"sqlite:///{tmp_path}/l.db").record(report(("ds/a", True, "sha256:a")), request(), **kwargs)
@@ -184,7 +229,8 @@ def test_bad_record_arguments_are_refused(tmp_path, kwargs, message):
 
 def test_input_digest_is_canonical():
     assert input_digest({"b": [1, {"y": "é", "x": None}], "a": True}) == input_digest(
-        {"a": True, "b": [1, {"x": None, "y": "é"}]})
+        {"a": True, "b": [1, {"x": None, "y": "é"}]}
+    )
     assert input_digest({"a": 1}) != input_digest({"a": 2})
     assert input_digest({}).startswith("sha256:") and len(input_digest({})) == len(GENESIS)
 
@@ -203,7 +249,8 @@ def test_postgres_urls_use_psycopg_3():
 def test_an_unreachable_database_is_a_ledger_error():
     with pytest.raises(LedgerError, match="could not append"):
         Ledger("postgresql://nobody@127.0.0.1:1/none").record(
-            report(("ds/a", True, "sha256:a")), request(), mode="deny", input_digest=DIGEST)
+            report(("ds/a", True, "sha256:a")), request(), mode="deny", input_digest=DIGEST
+        )
 
 
 def test_default_url_is_a_sqlite_file_in_airflow_home(monkeypatch, tmp_path):
@@ -218,12 +265,15 @@ def test_default_url_is_a_sqlite_file_in_airflow_home(monkeypatch, tmp_path):
 # --- the database refuses edits ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("statement", [
-    "UPDATE consent_ledger SET allow = true WHERE seq = 2",
-    "DELETE FROM consent_ledger WHERE seq = 6",
-    "UPDATE consent_ledger_head SET last_seq = 5",
-    "DELETE FROM consent_ledger_head",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE consent_ledger SET allow = true WHERE seq = 2",
+        "DELETE FROM consent_ledger WHERE seq = 6",
+        "UPDATE consent_ledger_head SET last_seq = 5",
+        "DELETE FROM consent_ledger_head",
+    ],
+)
 def test_triggers_refuse_updates_and_deletes(ledger, ledger_url, statement):
     six_records(ledger)
     engine = create_engine(normalize_url(ledger_url))
@@ -259,8 +309,14 @@ def _delete_3_and_renumber(conn):
 def _insert_forged_4(conn):
     for seq in (6, 5, 4):
         conn.execute(text("UPDATE consent_ledger SET seq = :new WHERE seq = :old"), {"old": seq, "new": seq + 1})
-    forged = {**row(conn, 3), "seq": 4, "decision_id": "forged", "allow": True, "violations": "[]",
-              "prev_hash": row(conn, 3)["record_hash"]}
+    forged = {
+        **row(conn, 3),
+        "seq": 4,
+        "decision_id": "forged",
+        "allow": True,
+        "violations": "[]",
+        "prev_hash": row(conn, 3)["record_hash"],
+    }
     forged["record_hash"] = record_hash(forged)
     columns = ", ".join(forged)
     conn.execute(text(f"INSERT INTO consent_ledger ({columns}) VALUES ({', '.join(':' + c for c in forged)})"), forged)
@@ -277,34 +333,59 @@ def _append_forged_7(conn):
 
 FORGED = "its signature does not match its content: forged"  # a forger without the deployment's ledger key
 TAMPERING = {
-    "edited": (["UPDATE consent_ledger SET allow = true, violations = '[]' WHERE seq = 4"],
-               ["seq 4: edited (its content no longer matches its record_hash)"]),
-    "edited-and-rehashed": ([lambda conn: rehash(conn, 4, allow=True, violations="[]")],
-                            [f"seq 4: {FORGED}",
-                             "seq 5: chain broken: the record it was appended after is gone (seq 4 was edited and "
-                             "re-hashed, or a record was deleted and the rest renumbered)"]),
-    "last-edited-and-rehashed": ([lambda conn: rehash(conn, 6, allow=True, violations="[]")],
-                                 [f"seq 6: {FORGED}",
-                                  "seq 6: edited and re-hashed (it no longer matches the ledger head)"]),
-    "deleted": (["DELETE FROM consent_ledger WHERE seq = 3"],
-                ["seq 3: deleted (missing from the sequence before seq 4)"]),
-    "deleted-last": (["DELETE FROM consent_ledger WHERE seq = 6"],
-                     ["seq 6: deleted (the records end at seq 5 but the head is seq 6: truncated)"]),
-    "deleted-first": (["DELETE FROM consent_ledger WHERE seq = 1"],
-                      ["seq 1: deleted (missing from the sequence before seq 2)"]),
-    "deleted-and-renumbered": ([_delete_3_and_renumber],
-                               ["seq 3: chain broken: the record it was appended after is gone (seq 2 was edited "
-                                "and re-hashed, or a record was deleted and the rest renumbered)",
-                                "seq 6: deleted (the records end at seq 5 but the head is seq 6: truncated)"]),
-    "reordered": ([_swap_3_and_4],
-                  ["seq 3: reordered (it was appended after seq 4, which now comes later)",
-                   "seq 4: reordered (it was appended right after seq 2, not after seq 3)",
-                   "seq 5: reordered (it was appended right after seq 3, not after seq 4)"]),
+    "edited": (
+        ["UPDATE consent_ledger SET allow = true, violations = '[]' WHERE seq = 4"],
+        ["seq 4: edited (its content no longer matches its record_hash)"],
+    ),
+    "edited-and-rehashed": (
+        [lambda conn: rehash(conn, 4, allow=True, violations="[]")],
+        [
+            f"seq 4: {FORGED}",
+            "seq 5: chain broken: the record it was appended after is gone (seq 4 was edited and "
+            "re-hashed, or a record was deleted and the rest renumbered)",
+        ],
+    ),
+    "last-edited-and-rehashed": (
+        [lambda conn: rehash(conn, 6, allow=True, violations="[]")],
+        [f"seq 6: {FORGED}", "seq 6: edited and re-hashed (it no longer matches the ledger head)"],
+    ),
+    "deleted": (
+        ["DELETE FROM consent_ledger WHERE seq = 3"],
+        ["seq 3: deleted (missing from the sequence before seq 4)"],
+    ),
+    "deleted-last": (
+        ["DELETE FROM consent_ledger WHERE seq = 6"],
+        ["seq 6: deleted (the records end at seq 5 but the head is seq 6: truncated)"],
+    ),
+    "deleted-first": (
+        ["DELETE FROM consent_ledger WHERE seq = 1"],
+        ["seq 1: deleted (missing from the sequence before seq 2)"],
+    ),
+    "deleted-and-renumbered": (
+        [_delete_3_and_renumber],
+        [
+            "seq 3: chain broken: the record it was appended after is gone (seq 2 was edited "
+            "and re-hashed, or a record was deleted and the rest renumbered)",
+            "seq 6: deleted (the records end at seq 5 but the head is seq 6: truncated)",
+        ],
+    ),
+    "reordered": (
+        [_swap_3_and_4],
+        [
+            "seq 3: reordered (it was appended after seq 4, which now comes later)",
+            "seq 4: reordered (it was appended right after seq 2, not after seq 3)",
+            "seq 5: reordered (it was appended right after seq 3, not after seq 4)",
+        ],
+    ),
     "inserted": ([_insert_forged_4], [f"seq 4: {FORGED}", "seq 4: inserted (seq 5 was appended right after seq 3)"]),
-    "inserted-after-head": ([_append_forged_7],
-                            [f"seq 7: {FORGED}", "seq 7: inserted after the head (the head is seq 6)"]),
-    "head-deleted": (["DELETE FROM consent_ledger_head"],
-                     ["the ledger head is missing (deleted); the records end at seq 6"]),
+    "inserted-after-head": (
+        [_append_forged_7],
+        [f"seq 7: {FORGED}", "seq 7: inserted after the head (the head is seq 6)"],
+    ),
+    "head-deleted": (
+        ["DELETE FROM consent_ledger_head"],
+        ["the ledger head is missing (deleted); the records end at seq 6"],
+    ),
 }
 
 
@@ -340,13 +421,18 @@ def test_appending_to_a_ledger_whose_tail_was_tampered_is_refused(ledger, ledger
 def test_truncation_with_the_head_moved_back_is_caught_only_by_an_anchor(ledger, ledger_url):
     six_records(ledger)
     anchor = ledger.head()
-    tamper(ledger_url, "DELETE FROM consent_ledger WHERE seq = 6",
-           lambda conn: conn.execute(text("UPDATE consent_ledger_head SET last_seq = 5, last_hash = :h"),
-                                     {"h": row(conn, 5)["record_hash"]}))
+    tamper(
+        ledger_url,
+        "DELETE FROM consent_ledger WHERE seq = 6",
+        lambda conn: conn.execute(
+            text("UPDATE consent_ledger_head SET last_seq = 5, last_hash = :h"), {"h": row(conn, 5)["record_hash"]}
+        ),
+    )
 
     assert ledger.verify().ok  # consistent in itself: undetectable from inside the database
     assert ledger.verify(anchor=anchor).problems == [
-        f"seq 6: missing, but the anchor {anchor} says it existed (deleted or truncated)"]
+        f"seq 6: missing, but the anchor {anchor} says it existed (deleted or truncated)"
+    ]
 
 
 def test_a_tail_rewritten_by_a_holder_of_the_key_is_caught_only_by_an_anchor(ledger, ledger_url):
@@ -364,4 +450,5 @@ def test_a_tail_rewritten_by_a_holder_of_the_key_is_caught_only_by_an_anchor(led
 
     assert ledger.verify().ok
     assert ledger.verify(anchor=anchor).problems == [
-        f"seq 4: does not match the anchor {anchor} (the ledger was rewritten since)"]
+        f"seq 4: does not match the anchor {anchor} (the ledger was rewritten since)"
+    ]

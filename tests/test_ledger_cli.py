@@ -6,13 +6,13 @@ import json
 
 import pytest
 from airflow.configuration import AIRFLOW_HOME
+from test_ledger import TAMPERING, six_records, tamper
 from typer.testing import CliRunner
 
 from airflow_consent.cli import app
 from airflow_consent.ledger import Ledger
 from airflow_consent.ledger.keys import KEY_FILE, deployment_key
 from airflow_consent.ledger.records import GENESIS
-from test_ledger import TAMPERING, six_records, tamper
 
 runner = CliRunner()
 
@@ -85,9 +85,12 @@ def test_verify_reads_the_url_from_the_consent_section(url, monkeypatch):
 def test_head_and_anchor_catch_a_truncation_the_database_hides(url):
     anchor = invoke("head", "--url", url).output.strip()
     assert anchor.startswith("6:sha256:")
-    tamper(url, "DELETE FROM consent_ledger WHERE seq >= 5",
-           "UPDATE consent_ledger_head SET last_seq = 4, "
-           "last_hash = (SELECT record_hash FROM consent_ledger WHERE seq = 4)")
+    tamper(
+        url,
+        "DELETE FROM consent_ledger WHERE seq >= 5",
+        "UPDATE consent_ledger_head SET last_seq = 4, "
+        "last_hash = (SELECT record_hash FROM consent_ledger WHERE seq = 4)",
+    )
     assert invoke("verify", "--url", url).exit_code == 0
     done = invoke("verify", "--url", url, "--anchor", anchor)
     assert done.exit_code == 1 and "seq 6: missing, but the anchor" in done.output
@@ -127,9 +130,26 @@ def test_export_writes_every_field_of_every_record_as_json_lines(url, tmp_path):
     exported = [json.loads(line) for line in lines]
     with Ledger(url) as ledger:
         assert exported == [r.model_dump(mode="json") for r in ledger.records()]
-    assert set(exported[0]) >= {"seq", "decision_id", "recorded_at", "dag_id", "run_id", "task_id", "purpose",
-                                "partition_id", "partition_uri", "fingerprint", "opa_version", "policy_revision",
-                                "input_digest", "mode", "allow", "violations", "prev_hash", "record_hash"}
+    assert set(exported[0]) >= {
+        "seq",
+        "decision_id",
+        "recorded_at",
+        "dag_id",
+        "run_id",
+        "task_id",
+        "purpose",
+        "partition_id",
+        "partition_uri",
+        "fingerprint",
+        "opa_version",
+        "policy_revision",
+        "input_digest",
+        "mode",
+        "allow",
+        "violations",
+        "prev_hash",
+        "record_hash",
+    }
 
 
 def test_export_to_stdout(url):

@@ -53,8 +53,12 @@ def run_concurrently(url: str, tmp_path: Path) -> float:
     """Start the workers, release them together, wait; return the wall time of the appends."""
     start_file = tmp_path / "start"
     workers = [
-        subprocess.Popen([sys.executable, "-c", WORKER, url, str(w), str(RECORDS_EACH), str(start_file)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, url, str(w), str(RECORDS_EACH), str(start_file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for w in range(PROCESSES)
     ]
     deadline = time.monotonic() + 120
@@ -65,7 +69,7 @@ def run_concurrently(url: str, tmp_path: Path) -> float:
     start_file.touch()
     failures = []
     for worker in workers:
-        out, err = worker.communicate(timeout=300)
+        _out, err = worker.communicate(timeout=300)
         if worker.returncode != 0:
             failures.append(err[-3000:])
     elapsed = time.perf_counter() - started

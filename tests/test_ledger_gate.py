@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import textwrap
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from dag_runs import run_dag, xcom
 
 from airflow_consent.engines.local import LocalOpaEngine
 from airflow_consent.errors import LedgerError
@@ -15,7 +16,6 @@ from airflow_consent.ledger import Ledger, input_digest
 from airflow_consent.models import GateRequest
 from airflow_consent.operators.consent import ConsentGateOperator
 from airflow_consent.sample_data import generate_profile_photos
-from dag_runs import run_dag, xcom
 
 DAG_FILE = """
 from airflow.sdk import DAG
@@ -28,12 +28,14 @@ with DAG(dag_id="ledger_gate", schedule=None, catchup=False) as dag:
 
 def test_the_report_carries_the_digest_of_the_input_sent_to_opa(tmp_path, opa_binary):
     data = generate_profile_photos(tmp_path, sources=("studio_optin",))
-    request = GateRequest(purpose="face_recognition_training", evaluated_at=datetime(2026, 11, 26, tzinfo=timezone.utc))
+    request = GateRequest(purpose="face_recognition_training", evaluated_at=datetime(2026, 11, 26, tzinfo=UTC))
 
     report = evaluate_gate(request, [DatasetSpec(uri=str(data))], LocalOpaEngine(opa_binary=opa_binary))
 
-    sent = {"request": request.model_dump(mode="json"),
-            "partitions": [p.model_dump(mode="json") for p in collect_partitions([DatasetSpec(uri=str(data))])]}
+    sent = {
+        "request": request.model_dump(mode="json"),
+        "partitions": [p.model_dump(mode="json") for p in collect_partitions([DatasetSpec(uri=str(data))])],
+    }
     assert report.input_digest == input_digest(sent)
 
 
@@ -52,9 +54,11 @@ def test_a_gate_run_records_each_partition_decision(airflow_db, tmp_path, monkey
         records = ledger.records(dag_id="ledger_gate", run_id=dag_run.run_id)
         assert ledger.verify().ok
         assert ledger.allowed_fingerprints("ledger_gate", dag_run.run_id) == {
-            p["id"]: p["fingerprint"] for p in report["partitions"] if p["allow"]}
+            p["id"]: p["fingerprint"] for p in report["partitions"] if p["allow"]
+        }
     assert [(r.partition_id, r.fingerprint, r.allow) for r in records] == [
-        (p["id"], p["fingerprint"], p["allow"]) for p in report["partitions"]]
+        (p["id"], p["fingerprint"], p["allow"]) for p in report["partitions"]
+    ]
     assert len(records) == 5 and not all(r.allow for r in records)
     for record in records:
         assert record.decision_id == report["decision_id"]

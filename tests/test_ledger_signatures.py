@@ -11,18 +11,17 @@ import sqlite3
 import stat
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from airflow_consent.clearance import check_clearance
-from airflow_consent.errors import ClearanceRefused
 from airflow_consent.cli import app
 from airflow_consent.discovery import discover_partitions, fingerprint
 from airflow_consent.engines.local import LocalOpaEngine
-from airflow_consent.errors import ConsentConfigurationError, LedgerError, LedgerTampered
+from airflow_consent.errors import ClearanceRefused, ConsentConfigurationError, LedgerError, LedgerTampered
 from airflow_consent.ledger import Ledger
 from airflow_consent.ledger.keys import KEY_FILE, LedgerKey, deployment_key
 from airflow_consent.ledger.records import record_hash
@@ -62,22 +61,36 @@ def context(task) -> dict:
     return {"run_id": RUN, "task": task, "params": task.dag.params}
 
 
-def record(ledger: Ledger, verdicts: dict[str, tuple[bool, str]], *, purpose: str = PURPOSE,
-           engine: str | None = None, entrypoint: str = ENTRYPOINT) -> None:
+def record(
+    ledger: Ledger,
+    verdicts: dict[str, tuple[bool, str]],
+    *,
+    purpose: str = PURPOSE,
+    engine: str | None = None,
+    entrypoint: str = ENTRYPOINT,
+) -> None:
     """What the gate ``consent_gate`` of run RUN records: partition id -> (allow, fingerprint)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     request = GateRequest(purpose=purpose, dag_id="train_faces", run_id=RUN, task_id="consent_gate", evaluated_at=now)
     report = GateReport(
-        decision_id=str(uuid.uuid4()), allow=all(a for a, _ in verdicts.values()), purpose=purpose,
-        entrypoint=entrypoint, engine=engine or LocalOpaEngine().name, opa_version="1.22.3",
-        policy_revision="sha256:0", evaluated_at=now, duration_ms=1.0,
-        partitions=[DecidedPartition(id=pid, uri=f"file:///{pid}", fingerprint=fp, allow=allow, violations=[])
-                    for pid, (allow, fp) in verdicts.items()],
+        decision_id=str(uuid.uuid4()),
+        allow=all(a for a, _ in verdicts.values()),
+        purpose=purpose,
+        entrypoint=entrypoint,
+        engine=engine or LocalOpaEngine().name,
+        opa_version="1.22.3",
+        policy_revision="sha256:0",
+        evaluated_at=now,
+        duration_ms=1.0,
+        partitions=[
+            DecidedPartition(id=pid, uri=f"file:///{pid}", fingerprint=fp, allow=allow, violations=[])
+            for pid, (allow, fp) in verdicts.items()
+        ],
     )
     ledger.record(report, request, mode="deny", input_digest="sha256:" + "0" * 64)
 
 
-def insert_allows(db_file: Path, signature: str | None | LedgerKey) -> None:
+def insert_allows(db_file: Path, signature: str | LedgerKey | None) -> None:
     """As someone with write access to the database: copy each partition's latest record as a new
     allow, with every hash recomputed and the head moved, signed with ``signature`` (a key, a copied
     signature, or none)."""
@@ -90,21 +103,27 @@ def insert_allows(db_file: Path, signature: str | None | LedgerKey) -> None:
             row = {**dict(last), "seq": seq, "decision_id": decision_id, "allow": True, "prev_hash": prev}
             row["record_hash"] = prev = record_hash(row)
             row["signature"] = signature.sign(prev) if isinstance(signature, LedgerKey) else signature
-            db.execute(f"INSERT INTO consent_ledger ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                       list(row.values()))
+            db.execute(
+                f"INSERT INTO consent_ledger ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                list(row.values()),
+            )
         db.execute("UPDATE consent_ledger_head SET last_seq = ?, last_hash = ?", (seq, prev))
 
 
 # --- forged rows ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("signed_with", "problem"), [
-    (None, "seq 3 is unsigned: not appended by a consent gate"),
-    ("copied", "seq 3: its signature does not match its content: forged"),
-    (OTHER_KEY, f"seq 3: signed with key {OTHER_KEY.id}, not this deployment's key"),
-])
+@pytest.mark.parametrize(
+    ("signed_with", "problem"),
+    [
+        (None, "seq 3 is unsigned: not appended by a consent gate"),
+        ("copied", "seq 3: its signature does not match its content: forged"),
+        (OTHER_KEY, f"seq 3: signed with key {OTHER_KEY.id}, not this deployment's key"),
+    ],
+)
 def test_clearance_refuses_an_allow_written_into_the_database_without_the_key(
-        tmp_path, dataset, on_disk, signed_with, problem):
+    tmp_path, dataset, on_disk, signed_with, problem
+):
     task = training_task(dataset)
     with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
         record(ledger, {pid: (False, fp) for pid, fp in on_disk.items()})
@@ -138,12 +157,18 @@ def test_verify_names_unsigned_and_mistyped_rows_and_which_key_checked_them(tmp_
     with sqlite3.connect(tmp_path / "ledger.db") as db:  # and one signed row whose allow is text, hashed as text
         db.row_factory = sqlite3.Row
         last = dict(db.execute("SELECT * FROM consent_ledger ORDER BY seq DESC LIMIT 1").fetchone())
-        row = {**last, "seq": last["seq"] + 1, "decision_id": "typed", "allow": "true",
-               "prev_hash": last["record_hash"]}
+        row = {
+            **last,
+            "seq": last["seq"] + 1,
+            "decision_id": "typed",
+            "allow": "true",
+            "prev_hash": last["record_hash"],
+        }
         row["record_hash"] = record_hash(row)
         row["signature"] = deployment_key(None, create=False).sign(row["record_hash"])
-        db.execute(f"INSERT INTO consent_ledger ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                   list(row.values()))
+        db.execute(
+            f"INSERT INTO consent_ledger ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
         db.execute("UPDATE consent_ledger_head SET last_seq = ?, last_hash = ?", (row["seq"], row["record_hash"]))
 
     done = CliRunner().invoke(app, ["ledger", "verify", "--url", url])
@@ -173,13 +198,14 @@ def test_a_ledger_from_before_signatures_is_refused_with_what_to_do(tmp_path):
 
 
 @pytest.mark.parametrize("forged", ["purpose", "engine", "entrypoint"])
-def test_an_allow_for_another_purpose_engine_or_entrypoint_does_not_clear_the_gate(
-        tmp_path, dataset, on_disk, forged):
+def test_an_allow_for_another_purpose_engine_or_entrypoint_does_not_clear_the_gate(tmp_path, dataset, on_disk, forged):
     """Signed and under the gate's task id, but not what the gate asks: recorded by something else."""
     task = training_task(dataset)
-    other = {"purpose": {"purpose": "ad_targeting"},
-             "engine": {"engine": f"local opa ({tmp_path / 'permissive-copy'})"},
-             "entrypoint": {"entrypoint": "consent/permissive/decision"}}[forged]
+    other = {
+        "purpose": {"purpose": "ad_targeting"},
+        "engine": {"engine": f"local opa ({tmp_path / 'permissive-copy'})"},
+        "entrypoint": {"entrypoint": "consent/permissive/decision"},
+    }[forged]
     with Ledger(f"sqlite:///{tmp_path}/ledger.db") as ledger:
         record(ledger, {pid: (True, fp) for pid, fp in on_disk.items()}, **other)
         with pytest.raises(ClearanceRefused) as raised:
@@ -189,7 +215,8 @@ def test_an_allow_for_another_purpose_engine_or_entrypoint_does_not_clear_the_ga
         assert {p.id for p in check_clearance(task, context(task), ledger=ledger)} == set(on_disk)
     assert {p.kind for p in raised.value.problems} == {"not_bound"}
     assert f"gate 'consent_gate' asks for purpose {PURPOSE!r} of {LocalOpaEngine().name} at {ENTRYPOINT}" in str(
-        raised.value)
+        raised.value
+    )
 
 
 def test_the_gates_engine_is_the_one_the_deployment_settings_give_it(tmp_path, dataset, on_disk, monkeypatch):
@@ -201,8 +228,11 @@ def test_the_gates_engine_is_the_one_the_deployment_settings_give_it(tmp_path, d
         record(ledger, {pid: (True, fp) for pid, fp in on_disk.items()})
         with pytest.raises(ClearanceRefused, match=r"of local opa \(.*org-policies\)"):
             check_clearance(task, context(task), ledger=ledger)
-        record(ledger, {pid: (True, fp) for pid, fp in on_disk.items()},
-               engine=LocalOpaEngine(policy_path=tmp_path / "org-policies").name)
+        record(
+            ledger,
+            {pid: (True, fp) for pid, fp in on_disk.items()},
+            engine=LocalOpaEngine(policy_path=tmp_path / "org-policies").name,
+        )
         assert {p.id for p in check_clearance(task, context(task), ledger=ledger)} == set(on_disk)
 
 

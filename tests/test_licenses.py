@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_policies import decide
 
 from airflow_consent import licenses
 from airflow_consent.engines.local import LocalOpaEngine
@@ -23,7 +24,6 @@ from airflow_consent.gate import DatasetSpec, evaluate_gate
 from airflow_consent.manifests import SIDECAR_NAME
 from airflow_consent.models import GateRequest, PolicyInput
 from airflow_consent.policies import policy_dir, purpose_taxonomy
-from test_policies import decide
 
 pytestmark = pytest.mark.integration
 
@@ -52,14 +52,28 @@ def test_regenerated_from_the_pinned_spdx_package() -> None:
     assert regenerated == (REFERENCE / "licenses" / "data.json").read_text()
 
 
-@pytest.mark.parametrize(("license_id", "family"), [
-    ("CC0-1.0", "public-domain"), ("MIT-0", "public-domain"), ("CC-BY-4.0", "cc-by"), ("CC-BY-3.0-IGO", "cc-by"),
-    ("CC-BY-SA-2.1-JP", "cc-by-sa"), ("CC-BY-NC-3.0-DE", "cc-by-nc"), ("CC-BY-NC-SA-2.0-UK", "cc-by-nc-sa"),
-    ("CC-BY-ND-4.0", "cc-by-nd"), ("CC-BY-NC-ND-3.0-IGO", "cc-by-nc-nd"), ("ODbL-1.0", "odc-odbl"),
-    ("CDLA-Sharing-1.0", "cdla-sharing"), ("BSD-3-Clause-Clear", "permissive-software"),
-    ("BSD-3-Clause-No-Nuclear-License", "unclassified"), ("GPL-2.0-with-GCC-exception", "copyleft"),
-    ("LGPLLR", "unclassified"), ("MITNFA", "unclassified"), ("SSPL-1.0", "unclassified"),
-])
+@pytest.mark.parametrize(
+    ("license_id", "family"),
+    [
+        ("CC0-1.0", "public-domain"),
+        ("MIT-0", "public-domain"),
+        ("CC-BY-4.0", "cc-by"),
+        ("CC-BY-3.0-IGO", "cc-by"),
+        ("CC-BY-SA-2.1-JP", "cc-by-sa"),
+        ("CC-BY-NC-3.0-DE", "cc-by-nc"),
+        ("CC-BY-NC-SA-2.0-UK", "cc-by-nc-sa"),
+        ("CC-BY-ND-4.0", "cc-by-nd"),
+        ("CC-BY-NC-ND-3.0-IGO", "cc-by-nc-nd"),
+        ("ODbL-1.0", "odc-odbl"),
+        ("CDLA-Sharing-1.0", "cdla-sharing"),
+        ("BSD-3-Clause-Clear", "permissive-software"),
+        ("BSD-3-Clause-No-Nuclear-License", "unclassified"),
+        ("GPL-2.0-with-GCC-exception", "copyleft"),
+        ("LGPLLR", "unclassified"),
+        ("MITNFA", "unclassified"),
+        ("SSPL-1.0", "unclassified"),
+    ],
+)
 def test_families(license_id: str, family: str) -> None:
     assert licenses.classify(license_id).name == family == SPDX[license_id]["family"]
 
@@ -69,8 +83,17 @@ def test_entries_are_complete_and_name_purposes_of_the_taxonomy(name: str) -> No
     entries = {"licenses": SPDX, "license_terms": TERMS}[name]
     taxonomy = purpose_taxonomy()
     for license_id, entry in entries.items():
-        assert {"title", "source", "family", "basis", "commercial", "derivatives", "share_alike", "attribution",
-                "purposes"} <= set(entry), license_id
+        assert {
+            "title",
+            "source",
+            "family",
+            "basis",
+            "commercial",
+            "derivatives",
+            "share_alike",
+            "attribution",
+            "purposes",
+        } <= set(entry), license_id
         assert isinstance(entry["commercial"], bool), license_id
         assert all(entry[flag] in (True, False, None) for flag in ("derivatives", "share_alike", "attribution"))
         assert entry["purposes"] is None or set(entry["purposes"]) <= set(taxonomy), license_id
@@ -78,10 +101,17 @@ def test_entries_are_complete_and_name_purposes_of_the_taxonomy(name: str) -> No
 
 def test_every_id_is_found_whatever_its_case(opa_binary: Path) -> None:
     """No two ids are equal loosely (else neither would be found by a loose spelling)."""
-    query = ("[id | some id, _ in data.consent.lib.licenses.reference; "
-             "not data.consent.lib.licenses.canonical(upper(id)) == id]")
-    result = subprocess.run([str(opa_binary), "eval", "--format", "raw", "-d", str(policy_dir() / "consent"), query],
-                            capture_output=True, text=True, check=True, timeout=120)
+    query = (
+        "[id | some id, _ in data.consent.lib.licenses.reference; "
+        "not data.consent.lib.licenses.canonical(upper(id)) == id]"
+    )
+    result = subprocess.run(
+        [str(opa_binary), "eval", "--format", "raw", "-d", str(policy_dir() / "consent"), query],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     assert json.loads(result.stdout) == []
 
 
@@ -160,13 +190,22 @@ def _corpus_partition(license_id: str) -> dict:
         "files": 1,
         "manifest": {
             "manifest_version": "2",
-            "consent": {"legal_basis": "consent", "purposes": ["model_training"], "scope": "third_party",
-                        "collected_at": "2023-01-10T00:00:00Z", "biometric": False, "minors": False},
-            "provenance": {"source": "stock", "collection_method": "licensed-archive",
-                           "acquired_at": "2023-02-01T00:00:00Z", "licenses": [license_id],
-                           "data_sharing_agreement": "DSA-2023-004",
-                           "chain_of_custody": [{"holder": "stock", "received_at": "2023-02-01T00:00:00Z",
-                                                 "transfer": "sftp"}]},
+            "consent": {
+                "legal_basis": "consent",
+                "purposes": ["model_training"],
+                "scope": "third_party",
+                "collected_at": "2023-01-10T00:00:00Z",
+                "biometric": False,
+                "minors": False,
+            },
+            "provenance": {
+                "source": "stock",
+                "collection_method": "licensed-archive",
+                "acquired_at": "2023-02-01T00:00:00Z",
+                "licenses": [license_id],
+                "data_sharing_agreement": "DSA-2023-004",
+                "chain_of_custody": [{"holder": "stock", "received_at": "2023-02-01T00:00:00Z", "transfer": "sftp"}],
+            },
         },
     }
 
@@ -176,10 +215,12 @@ def corpus_verdicts(opa_server: str) -> dict[str, dict[str, tuple[bool, list[str
     """purpose → license id → (allowed, rule ids): one batched query per purpose."""
     verdicts = {}
     for purpose in TRAINING:
-        document = PolicyInput.model_validate({
-            "request": {"purpose": purpose, "evaluated_at": "2026-11-16T08:00:00Z"},
-            "partitions": [_corpus_partition(license_id) for license_id in CORPUS],
-        })
+        document = PolicyInput.model_validate(
+            {
+                "request": {"purpose": purpose, "evaluated_at": "2026-11-16T08:00:00Z"},
+                "partitions": [_corpus_partition(license_id) for license_id in CORPUS],
+            }
+        )
         decision = decide(opa_server, document.model_dump(mode="json"))
         verdicts[purpose] = {
             p["id"].removeprefix("corpus/license="): (p["allow"], [v["rule_id"] for v in p["violations"]])
@@ -227,14 +268,23 @@ MANIFESTS = {
     "v1-permissive": _version_1("Apache-2.0"),
     "v1-loose-spelling": _version_1("cc by_nc 4.0"),
     "v1-typo": _version_1("cc-by-4.O"),
-    "v2-permissive-mix": _version_2(licenses=["CC-BY-4.0", "MIT"], terms_url="https://stock.example/terms",
-                                    upstream=[{"name": "wiki-faces", "licenses": ["CC-BY-SA-4.0"]}]),
+    "v2-permissive-mix": _version_2(
+        licenses=["CC-BY-4.0", "MIT"],
+        terms_url="https://stock.example/terms",
+        upstream=[{"name": "wiki-faces", "licenses": ["CC-BY-SA-4.0"]}],
+    ),
     "v2-mixed-non-commercial": _version_2(licenses=["Apache-2.0", "CC-BY-NC-4.0"]),
-    "v2-synthetic": _version_2(licenses=["CC0-1.0"], generated_by={
-        "model": "gpt-4o-2024-08-06", "provider": "openai", "terms": "openai-terms",
-    }),
-    "v2-upstream-typo": _version_2(licenses=["CC0-1.0"],
-                                   upstream=[{"name": "lfw", "licenses": ["Apache License 2.0", "MIT License"]}]),
+    "v2-synthetic": _version_2(
+        licenses=["CC0-1.0"],
+        generated_by={
+            "model": "gpt-4o-2024-08-06",
+            "provider": "openai",
+            "terms": "openai-terms",
+        },
+    ),
+    "v2-upstream-typo": _version_2(
+        licenses=["CC0-1.0"], upstream=[{"name": "lfw", "licenses": ["Apache License 2.0", "MIT License"]}]
+    ),
     "v2-research-only": _version_2(licenses=["research-only"]),
 }
 PROV_003 = {"rule_id": "PROV-003", "title": "License forbids purpose", "severity": "high", "recoverable": False}
@@ -262,36 +312,65 @@ def test_permissive_licenses_in_either_version_pass(gate_verdicts) -> None:
 
 
 def test_a_loose_spelling_is_judged_as_the_license_it_names(gate_verdicts) -> None:
-    assert gate_verdicts["v1-loose-spelling"] == [{**PROV_003, "message": (
-        'license "cc by_nc 4.0" (CC-BY-NC-4.0) of source "stock" does not permit commercial use and purpose '
-        '"commercial_model_training" is commercial'
-    )}]
+    assert gate_verdicts["v1-loose-spelling"] == [
+        {
+            **PROV_003,
+            "message": (
+                'license "cc by_nc 4.0" (CC-BY-NC-4.0) of source "stock" does not permit commercial use and purpose '
+                '"commercial_model_training" is commercial'
+            ),
+        }
+    ]
 
 
 def test_a_typo_is_an_unknown_license_with_a_suggestion(gate_verdicts) -> None:
-    assert gate_verdicts["v1-typo"] == [{**PROV_007, "message": (
-        'license "cc-by-4.O" of source "stock" is not a known license; did you mean "CC-BY-4.0"?'
-    )}]
-    assert gate_verdicts["v2-upstream-typo"] == [{**PROV_007, "message": (
-        'license "Apache License 2.0" of upstream dataset "lfw" is not a known license; did you mean "Apache-2.0"?; '
-        'license "MIT License" of upstream dataset "lfw" is not a known license; did you mean "MIT"?'
-    )}]
+    assert gate_verdicts["v1-typo"] == [
+        {
+            **PROV_007,
+            "message": ('license "cc-by-4.O" of source "stock" is not a known license; did you mean "CC-BY-4.0"?'),
+        }
+    ]
+    assert gate_verdicts["v2-upstream-typo"] == [
+        {
+            **PROV_007,
+            "message": (
+                'license "Apache License 2.0" of upstream dataset "lfw" is not a known license; did you mean '
+                '"Apache-2.0"?; '
+                'license "MIT License" of upstream dataset "lfw" is not a known license; did you mean "MIT"?'
+            ),
+        }
+    ]
 
 
 def test_every_license_must_permit_the_purpose(gate_verdicts) -> None:
-    assert gate_verdicts["v2-mixed-non-commercial"] == [{**PROV_003, "message": (
-        'license "CC-BY-NC-4.0" of source "stock" does not permit commercial use and purpose '
-        '"commercial_model_training" is commercial'
-    )}]
-    assert gate_verdicts["v2-research-only"] == [{**PROV_003, "message": (
-        'license "research-only" of source "stock" does not permit commercial use and purpose '
-        '"commercial_model_training" is commercial; license "research-only" of source "stock" permits purposes '
-        '["research_model_training"], not "commercial_model_training"'
-    )}]
+    assert gate_verdicts["v2-mixed-non-commercial"] == [
+        {
+            **PROV_003,
+            "message": (
+                'license "CC-BY-NC-4.0" of source "stock" does not permit commercial use and purpose '
+                '"commercial_model_training" is commercial'
+            ),
+        }
+    ]
+    assert gate_verdicts["v2-research-only"] == [
+        {
+            **PROV_003,
+            "message": (
+                'license "research-only" of source "stock" does not permit commercial use and purpose '
+                '"commercial_model_training" is commercial; license "research-only" of source "stock" permits purposes '
+                '["research_model_training"], not "commercial_model_training"'
+            ),
+        }
+    ]
 
 
 def test_synthetic_data_is_under_its_generating_models_terms(gate_verdicts) -> None:
-    assert gate_verdicts["v2-synthetic"] == [{**PROV_003, "message": (
-        'license "openai-terms" of generating model "gpt-4o-2024-08-06" permits purposes '
-        '["analytics", "service_delivery"], not "commercial_model_training"'
-    )}]
+    assert gate_verdicts["v2-synthetic"] == [
+        {
+            **PROV_003,
+            "message": (
+                'license "openai-terms" of generating model "gpt-4o-2024-08-06" permits purposes '
+                '["analytics", "service_delivery"], not "commercial_model_training"'
+            ),
+        }
+    ]

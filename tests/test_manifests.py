@@ -118,8 +118,10 @@ def test_sidecar_and_parquet_metadata_that_agree(tmp_path: Path) -> None:
 def test_sidecar_and_parquet_metadata_that_disagree(tmp_path: Path) -> None:
     """A data file saying consent was withdrawn must not hide behind a sidecar saying all is well."""
     directory = tmp_path / "photos" / "source=stock"
-    write_parquet(directory / "part-0.parquet", manifest_with(consent__withdrawn_at="2023-05-01T00:00:00Z",
-                                                              provenance__source="from-parquet"))
+    write_parquet(
+        directory / "part-0.parquet",
+        manifest_with(consent__withdrawn_at="2023-05-01T00:00:00Z", provenance__source="from-parquet"),
+    )
     source = write_sidecar(directory, VALID)
 
     manifest, found_in, problems = read_manifest(only_partition(directory.parent))
@@ -260,8 +262,12 @@ VERSION_2 = manifest_with(
     provenance__license=...,
     provenance__licenses=["CC-BY-4.0", "openai-terms"],
     provenance__terms_url="https://stock.example/terms",
-    provenance__generated_by={"model": "gpt-4o-2024-08-06", "provider": "openai", "terms": "openai-terms",
-                              "terms_url": "https://openai.com/policies/terms-of-use"},
+    provenance__generated_by={
+        "model": "gpt-4o-2024-08-06",
+        "provider": "openai",
+        "terms": "openai-terms",
+        "terms_url": "https://openai.com/policies/terms-of-use",
+    },
     provenance__upstream=[{"name": "wiki-faces", "uri": "s3://lake/wiki-faces/", "licenses": ["CC-BY-SA-4.0"]}],
 )
 
@@ -274,7 +280,9 @@ def test_version_2_manifest(partition_dir: Path) -> None:
     assert problems == []
     provenance = manifest.provenance
     assert (manifest.manifest_version, provenance.license, provenance.licenses) == (
-        "2", None, ["CC-BY-4.0", "openai-terms"]
+        "2",
+        None,
+        ["CC-BY-4.0", "openai-terms"],
     )
     assert (provenance.generated_by.model, provenance.generated_by.terms) == ("gpt-4o-2024-08-06", "openai-terms")
     assert [(u.name, u.licenses, u.terms_url) for u in provenance.upstream] == [("wiki-faces", ["CC-BY-SA-4.0"], None)]
@@ -285,7 +293,12 @@ def test_manifests_dump_in_their_own_version() -> None:
     """A version 1 manifest written back is the version 1 text (no empty version 2 fields), and v2 has no license."""
     version_1 = Manifest.model_validate(VALID).model_dump(mode="json")
     assert set(version_1["provenance"]) == {
-        "source", "collection_method", "acquired_at", "license", "data_sharing_agreement", "chain_of_custody",
+        "source",
+        "collection_method",
+        "acquired_at",
+        "license",
+        "data_sharing_agreement",
+        "chain_of_custody",
         "attested_digest",
     }
     assert Manifest.model_validate(version_1) == Manifest.model_validate(VALID)
@@ -299,21 +312,47 @@ def test_manifests_dump_in_their_own_version() -> None:
     [
         (manifest_with(provenance__license=...), "provenance.license", "required field is missing"),
         (manifest_with(provenance__license=None), "provenance.license", "Input should be a valid string (got null)"),
-        (manifest_with(provenance__licenses=["MIT"]), "provenance.licenses",
-         "'licenses' is a field of manifest_version '2'; this manifest is version '1'"),
-        (manifest_with(provenance__upstream=[{"name": "u", "licenses": ["MIT"]}]), "provenance.upstream",
-         "'upstream' is a field of manifest_version '2'; this manifest is version '1'"),
-        (manifest_with(manifest_version="2"), "provenance.license",
-         "manifest_version '2' lists every license in provenance.licenses (one license in 'license' is version '1')"),
-        ({**VERSION_2, "provenance": {**VERSION_2["provenance"], "licenses": []}}, "provenance.licenses",
-         "required field is missing: manifest_version '2' lists at least one license"),
-        ({**VERSION_2, "provenance": {**VERSION_2["provenance"], "upstream": [{"name": "u", "licenses": []}]}},
-         "provenance.upstream.0.licenses", "List should have at least 1 item after validation, not 0 (got array)"),
-        ({**VERSION_2, "provenance": {**VERSION_2["provenance"], "generated_by": {"model": "m"}}},
-         "provenance.generated_by.terms", "required field is missing"),
+        (
+            manifest_with(provenance__licenses=["MIT"]),
+            "provenance.licenses",
+            "'licenses' is a field of manifest_version '2'; this manifest is version '1'",
+        ),
+        (
+            manifest_with(provenance__upstream=[{"name": "u", "licenses": ["MIT"]}]),
+            "provenance.upstream",
+            "'upstream' is a field of manifest_version '2'; this manifest is version '1'",
+        ),
+        (
+            manifest_with(manifest_version="2"),
+            "provenance.license",
+            "manifest_version '2' lists every license in provenance.licenses (one license in 'license' is version '1')",
+        ),
+        (
+            {**VERSION_2, "provenance": {**VERSION_2["provenance"], "licenses": []}},
+            "provenance.licenses",
+            "required field is missing: manifest_version '2' lists at least one license",
+        ),
+        (
+            {**VERSION_2, "provenance": {**VERSION_2["provenance"], "upstream": [{"name": "u", "licenses": []}]}},
+            "provenance.upstream.0.licenses",
+            "List should have at least 1 item after validation, not 0 (got array)",
+        ),
+        (
+            {**VERSION_2, "provenance": {**VERSION_2["provenance"], "generated_by": {"model": "m"}}},
+            "provenance.generated_by.terms",
+            "required field is missing",
+        ),
     ],
-    ids=["v1-no-license", "v1-null-license", "v1-licenses", "v1-upstream", "v2-license", "v2-no-licenses",
-         "v2-unlicensed-upstream", "v2-generator-without-terms"],
+    ids=[
+        "v1-no-license",
+        "v1-null-license",
+        "v1-licenses",
+        "v1-upstream",
+        "v2-license",
+        "v2-no-licenses",
+        "v2-unlicensed-upstream",
+        "v2-generator-without-terms",
+    ],
 )
 def test_fields_of_the_other_version_are_named(partition_dir: Path, manifest: dict, field: str, message: str) -> None:
     source = write_sidecar(partition_dir, manifest)

@@ -41,7 +41,9 @@ def check(*args: str):
 def trigger_event(dataset: Path, arguments: dict | None = None) -> dict:
     trigger = ConsentPolicyTrigger(
         request={"purpose": PURPOSE, "dag_id": "d", "run_id": "r", "task_id": "wait"},
-        datasets=[{"uri": str(dataset), "name": None}], arguments=arguments or {}, on_violation="fail",
+        datasets=[{"uri": str(dataset), "name": None}],
+        arguments=arguments or {},
+        on_violation="fail",
         poke_interval=0.2,
     )
 
@@ -121,7 +123,8 @@ def test_the_trigger_records_each_evaluation_in_the_ledger(stock, tmp_path, monk
         records = ledger.records(dag_id="d", run_id="r")
     assert {r.decision_id for r in records} == {event["report"]["decision_id"]}
     assert {(r.task_id, r.partition_id, r.allow) for r in records} == {
-        ("wait", p["id"], False) for p in event["report"]["partitions"]}
+        ("wait", p["id"], False) for p in event["report"]["partitions"]
+    }
 
 
 def test_the_trigger_fails_when_the_ledger_cannot_be_written(stock, tmp_path, monkeypatch, opa_binary):
@@ -146,8 +149,9 @@ def org_policies_with_purpose(root: Path, purpose: str) -> Path:
 def test_a_purpose_of_the_deployments_policies_is_valid_at_parse_time(tmp_path, monkeypatch):
     with pytest.raises(ConsentConfigurationError, match="unknown purpose 'voice_cloning_training'"):
         ConsentGateOperator(task_id="gate", datasets=["/data/a"], purpose="voice_cloning_training")
-    monkeypatch.setenv("AIRFLOW__CONSENT__POLICY_PATH", str(org_policies_with_purpose(tmp_path,
-                                                                                        "voice_cloning_training")))
+    monkeypatch.setenv(
+        "AIRFLOW__CONSENT__POLICY_PATH", str(org_policies_with_purpose(tmp_path, "voice_cloning_training"))
+    )
     assert ConsentGateOperator(task_id="gate", datasets=["/data/a"], purpose="voice_cloning_training")
 
 

@@ -31,7 +31,10 @@ def test_a_single_dataset_need_not_be_a_list():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"purpose": "dating_profile_enrichment"}, "unknown purpose 'dating_profile_enrichment'.*face_recognition_training"),
+        (
+            {"purpose": "dating_profile_enrichment"},
+            "unknown purpose 'dating_profile_enrichment'.*face_recognition_training",
+        ),
         ({"datasets": []}, "datasets is empty"),
         ({"datasets": [42]}, "must be a URI or an Asset"),
         ({"entrypoint": "data.consent.main"}, "entrypoint 'data.consent.main' must be a policy path"),
@@ -111,8 +114,7 @@ def test_checking_a_filter_at_parse_time_does_not_import_heavy_libraries():
     assert "HEAVY=\n" in done.stdout
 
 
-@pytest.mark.parametrize("argument", ["opa_conn_id", "policy_path", "entrypoint", "enforcement",
-                                      "dataset_config_path"])
+@pytest.mark.parametrize("argument", ["opa_conn_id", "policy_path", "entrypoint", "enforcement", "dataset_config_path"])
 def test_a_pinned_argument_set_on_the_task_fails_at_parse_time(monkeypatch, argument):
     value = {"entrypoint": "consent/lenient/decision", "enforcement": "dryrun"}.get(argument, "/elsewhere")
     monkeypatch.setenv("AIRFLOW__CONSENT__PINNED_TASK_ARGUMENTS", f"{argument}, entrypoint")
@@ -127,8 +129,9 @@ def test_a_pinned_argument_is_checked_again_at_run_time(monkeypatch):
     from airflow_consent.sensors.consent import ConsentPolicySensor
 
     operator = gate(enforcement="dryrun")
-    sensor = ConsentPolicySensor(task_id="wait", datasets=["/data/a"], purpose="face_recognition_training",
-                                 enforcement="dryrun")
+    sensor = ConsentPolicySensor(
+        task_id="wait", datasets=["/data/a"], purpose="face_recognition_training", enforcement="dryrun"
+    )
     monkeypatch.setenv("AIRFLOW__CONSENT__PINNED_TASK_ARGUMENTS", "enforcement")
 
     with pytest.raises(ConsentConfigurationError, match="enforcement set on the task"):

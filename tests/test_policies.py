@@ -98,28 +98,64 @@ def _entrypoint_outside_its_package_directory(copy: Path) -> None:
 
 
 BROKEN = {
-    "duplicate id": (_duplicate_id, [
-        (_rule_file("consent_expired"), "consent_expired", "custom.id 'CONSENT-004' is also the id of consent_withdrawn"),
-        (_rule_file("consent_withdrawn"), "consent_withdrawn", "custom.id 'CONSENT-004' is also the id of consent_expired"),
-        ("examples/consent_expired.json", "consent_expired",
-         "the expected violation's rule_id 'CONSENT-003' is not the rule's id 'CONSENT-004'"),
-    ]),
-    "missing severity": (_no_severity, [
-        (_rule_file("purpose_unknown"), "purpose_unknown", "custom.severity is missing"),
-    ]),
-    "recoverable: maybe": (_recoverable_maybe, [
-        (_rule_file("chain_of_custody_missing"), "chain_of_custody_missing",
-         "custom.recoverable 'maybe' is not a boolean (true or false)"),
-    ]),
-    "reference data in a misspelt directory": (_misspelt_reference_data, [
-        ("consent/consent.rego", "data.consent.reference",
-         "the schema names data.consent.reference.licenses, but there is no such data"),
-        ("consent/consent.rego", "data.consent.reference",
-         "data.consent.reference.licences is data the schema does not name: add it to the schema, or rules cannot read it"),
-    ]),
-    "package outside its directory": (_entrypoint_outside_its_package_directory, [
-        ("consent/main.rego", "data.consent.main", "the package belongs in directory consent/main/"),
-    ]),
+    "duplicate id": (
+        _duplicate_id,
+        [
+            (
+                _rule_file("consent_expired"),
+                "consent_expired",
+                "custom.id 'CONSENT-004' is also the id of consent_withdrawn",
+            ),
+            (
+                _rule_file("consent_withdrawn"),
+                "consent_withdrawn",
+                "custom.id 'CONSENT-004' is also the id of consent_expired",
+            ),
+            (
+                "examples/consent_expired.json",
+                "consent_expired",
+                "the expected violation's rule_id 'CONSENT-003' is not the rule's id 'CONSENT-004'",
+            ),
+        ],
+    ),
+    "missing severity": (
+        _no_severity,
+        [
+            (_rule_file("purpose_unknown"), "purpose_unknown", "custom.severity is missing"),
+        ],
+    ),
+    "recoverable: maybe": (
+        _recoverable_maybe,
+        [
+            (
+                _rule_file("chain_of_custody_missing"),
+                "chain_of_custody_missing",
+                "custom.recoverable 'maybe' is not a boolean (true or false)",
+            ),
+        ],
+    ),
+    "reference data in a misspelt directory": (
+        _misspelt_reference_data,
+        [
+            (
+                "consent/consent.rego",
+                "data.consent.reference",
+                "the schema names data.consent.reference.licenses, but there is no such data",
+            ),
+            (
+                "consent/consent.rego",
+                "data.consent.reference",
+                "data.consent.reference.licences is data the schema does not name: add it to the schema, or rules "
+                "cannot read it",
+            ),
+        ],
+    ),
+    "package outside its directory": (
+        _entrypoint_outside_its_package_directory,
+        [
+            ("consent/main.rego", "data.consent.main", "the package belongs in directory consent/main/"),
+        ],
+    ),
 }
 
 
@@ -143,7 +179,9 @@ def policy_copy(tmp_path: Path) -> Path:
 def test_a_broken_copy_fails_naming_file_rule_and_problem(breakage: str, policy_copy: Path, opa_binary: Path) -> None:
     breaking, expected = BROKEN[breakage]
     breaking(policy_copy)
-    problems = [policy_lint.LintProblem(str(policy_copy / file), subject, problem) for file, subject, problem in expected]
+    problems = [
+        policy_lint.LintProblem(str(policy_copy / file), subject, problem) for file, subject, problem in expected
+    ]
     assert policy_lint.lint(policy_copy, opa_binary) == problems
 
     checked = run_check_policies(opa_binary, str(policy_copy))
@@ -154,7 +192,9 @@ def test_a_broken_copy_fails_naming_file_rule_and_problem(breakage: str, policy_
 
 def test_a_misspelt_reference_data_path_in_a_rule_fails_opa_check(policy_copy: Path, opa_binary: Path) -> None:
     rule = policy_copy / "consent/lib/licenses/licenses.rego"
-    _replace(rule, "import data.consent.reference.licenses.licenses as", "import data.consent.reference.licences.licenses as")
+    _replace(
+        rule, "import data.consent.reference.licenses.licenses as", "import data.consent.reference.licences.licenses as"
+    )
     subprocess.run([str(opa_binary), "fmt", "-w", str(rule)], check=True, capture_output=True)  # imports sorted anew
     checked = run_check_policies(opa_binary, str(policy_copy))
     assert checked.returncode != 0
@@ -201,7 +241,9 @@ def test_example_through_the_server(path: Path, opa_server: str, rule_metadata: 
     assert decided[good.partitions[0].id] == {"id": good.partitions[0].id, "allow": True, "violations": []}
     verdict = decided[bad.partitions[0].id]
     assert verdict["allow"] is False
-    assert [violation for violation in verdict["violations"] if violation["rule_id"] == expected["rule_id"]] == [expected]
+    assert [violation for violation in verdict["violations"] if violation["rule_id"] == expected["rule_id"]] == [
+        expected
+    ]
 
 
 def test_good_examples_allow_as_one_batch(opa_server: str) -> None:
@@ -319,7 +361,9 @@ def test_shipped_example_data(opa_server: str, rule_metadata: dict[str, dict]) -
     )
     decision = decide(opa_server, document.model_dump(mode="json"))
     assert decision["allow"] is False
-    assert [partition["id"] for partition in decision["partitions"]] == [partition.id for partition in document.partitions]
+    assert [partition["id"] for partition in decision["partitions"]] == [
+        partition.id for partition in document.partitions
+    ]
     for source, verdict in zip(SHIPPED, decision["partitions"], strict=True):
         rules = SHIPPED_DENIED_BY[source]
         expected_ids = sorted(rule_metadata[rule]["custom"]["id"] for rule in rules)

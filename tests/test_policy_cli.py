@@ -63,8 +63,10 @@ def test_check_fails_a_copy_with_a_duplicate_rule_id_naming_file_and_rule(policy
     replace(expired, "id: CONSENT-003", "id: CONSENT-004")
     result = invoke("policy", "check", policy_copy, "--opa", opa_binary)
     assert result.exit_code == 1
-    assert (f"policy-lint: {expired}: consent_expired: custom.id 'CONSENT-004' is also the id of consent_withdrawn"
-            in result.stderr.splitlines())
+    assert (
+        f"policy-lint: {expired}: consent_expired: custom.id 'CONSENT-004' is also the id of consent_withdrawn"
+        in result.stderr.splitlines()
+    )
     assert "opa test" not in result.stdout  # stops at the first failing check
 
 
@@ -100,10 +102,14 @@ def test_check_is_broken_without_a_working_opa(policy_copy: Path, tmp_path: Path
 # --- policy impact -----------------------------------------------------------------------------
 
 
-def test_impact_names_the_partitions_and_the_rule_a_change_releases(sample: Path, policy_copy: Path,
-                                                                     opa_binary: Path) -> None:
-    replace(policy_copy / LICENSE_RULE, "_license_problems[id]\n\t}\n\tcount(problems) > 0",
-            "_license_problems[id]\n\t}\n\tcount(problems) > 99")  # PROV-003 never fires
+def test_impact_names_the_partitions_and_the_rule_a_change_releases(
+    sample: Path, policy_copy: Path, opa_binary: Path
+) -> None:
+    replace(
+        policy_copy / LICENSE_RULE,
+        "_license_problems[id]\n\t}\n\tcount(problems) > 0",
+        "_license_problems[id]\n\t}\n\tcount(problems) > 99",
+    )  # PROV-003 never fires
     result = invoke("policy", "impact", sample, "--base", POLICIES, "--new", policy_copy, "--purpose", PURPOSE)
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
@@ -114,13 +120,16 @@ def test_impact_names_the_partitions_and_the_rule_a_change_releases(sample: Path
     assert not any(partition in result.stdout for partition in STUDIO)
 
 
-def test_impact_as_json_names_partitions_rules_and_revisions(sample: Path, policy_copy: Path,
-                                                              opa_binary: Path) -> None:
+def test_impact_as_json_names_partitions_rules_and_revisions(sample: Path, policy_copy: Path, opa_binary: Path) -> None:
     rule = policy_copy / CUSTODY_RULE  # PROV-004 now wants more than two hand-overs
-    replace(rule, 'count(object.get(manifest.provenance, "chain_of_custody", [])) == 0',
-            'count(object.get(manifest.provenance, "chain_of_custody", [])) < 3')
-    result = invoke("policy", "impact", sample, "--base", POLICIES, "--new", policy_copy, "--purpose", PURPOSE,
-                    "--json")
+    replace(
+        rule,
+        'count(object.get(manifest.provenance, "chain_of_custody", [])) == 0',
+        'count(object.get(manifest.provenance, "chain_of_custody", [])) < 3',
+    )
+    result = invoke(
+        "policy", "impact", sample, "--base", POLICIES, "--new", policy_copy, "--purpose", PURPOSE, "--json"
+    )
     assert result.exit_code == 1, result.output
     impact = json.loads(result.stdout)
     assert [(c["id"], c["base_allow"], c["new_allow"], c["added"], c["removed"]) for c in impact["changes"]] == [
@@ -129,15 +138,35 @@ def test_impact_as_json_names_partitions_rules_and_revisions(sample: Path, polic
         *((partition, True, False, ["PROV-004"], []) for partition in STUDIO),
     ]
     assert impact["rules"] == {"PROV-004": {"added": 5, "removed": 0}}
-    assert impact["totals"] == {"partitions": 5, "newly_denied": 2, "newly_allowed": 0, "other_rules": 3,
-                                "unchanged": 0, "base_denied": 3, "new_denied": 5}
-    assert impact["policies"] == {"base": {"path": str(POLICIES), "revision": policy_revision(POLICIES)},
-                                  "new": {"path": str(policy_copy), "revision": policy_revision(policy_copy)}}
+    assert impact["totals"] == {
+        "partitions": 5,
+        "newly_denied": 2,
+        "newly_allowed": 0,
+        "other_rules": 3,
+        "unchanged": 0,
+        "base_denied": 3,
+        "new_denied": 5,
+    }
+    assert impact["policies"] == {
+        "base": {"path": str(POLICIES), "revision": policy_revision(POLICIES)},
+        "new": {"path": str(policy_copy), "revision": policy_revision(policy_copy)},
+    }
 
 
 def test_impact_of_an_unchanged_copy_is_nothing_and_exits_0(sample: Path, policy_copy: Path, opa_binary: Path) -> None:
-    result = invoke("policy", "impact", sample, "--base", POLICIES, "--new", policy_copy, "--purpose", PURPOSE,
-                    "--where", "source=stock")
+    result = invoke(
+        "policy",
+        "impact",
+        sample,
+        "--base",
+        POLICIES,
+        "--new",
+        policy_copy,
+        "--purpose",
+        PURPOSE,
+        "--where",
+        "source=stock",
+    )
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines()[-1] == "0 newly denied, 0 newly allowed, 0 denied by other rules, 1 unchanged"
 
@@ -152,10 +181,12 @@ def test_impact_of_policies_that_do_not_compile_is_an_error(sample: Path, policy
 # --- policy explain ----------------------------------------------------------------------------
 
 
-def test_explain_names_the_rule_its_remediation_and_its_source(sample: Path, policy_copy: Path,
-                                                                opa_binary: Path) -> None:
-    result = invoke("policy", "explain", sample / "source=stock" / "year=2022", "--purpose", PURPOSE,
-                    "--policy-path", policy_copy)
+def test_explain_names_the_rule_its_remediation_and_its_source(
+    sample: Path, policy_copy: Path, opa_binary: Path
+) -> None:
+    result = invoke(
+        "policy", "explain", sample / "source=stock" / "year=2022", "--purpose", PURPOSE, "--policy-path", policy_copy
+    )
     assert result.exit_code == 1, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == f"DENY {STOCK} for purpose {PURPOSE!r} (policies {policy_copy})"
@@ -163,13 +194,15 @@ def test_explain_names_the_rule_its_remediation_and_its_source(sample: Path, pol
     assert "  manifest.provenance.source: stock" in lines
     assert "Violations: 1" in lines
     assert "  PROV-003 License forbids purpose (high, not recoverable)" in lines
-    assert ('    message: license "CC-BY-NC-4.0" of source "stock" does not permit commercial use and purpose '
-            f'"{PURPOSE}" is commercial') in lines
+    assert (
+        '    message: license "CC-BY-NC-4.0" of source "stock" does not permit commercial use and purpose '
+        f'"{PURPOSE}" is commercial'
+    ) in lines
     assert any(line.startswith("    fix: Exclude the partition, or acquire the data") for line in lines)
     assert "    see: EU Directive 2019/790 Art. 4(3); 17 U.S.C. 106; FTC Act s.5" in lines
     rule = policy_copy / LICENSE_RULE
     start = line_of(rule, "violation contains")
-    end = start + rule.read_text().splitlines()[start - 1:].index("}")
+    end = start + rule.read_text().splitlines()[start - 1 :].index("}")
     assert f"    rule: consent.rules.license_forbids_purpose.violation at {rule}:{start}-{end}" in lines
     assert f"      {start:>4}  violation contains result.violation(rego.metadata.chain(), index," in "\n".join(lines)
     assert f"      {end:>4}  }}" in lines
@@ -236,8 +269,9 @@ def test_bundle_leaves_out_tests_and_examples_and_a_server_reports_its_revision(
     assert json.loads(local.stdout)["policy_revision"] == revision  # the local engine names the same revision
 
 
-def test_a_signed_bundle_loads_only_with_its_verification_key(policy_copy: Path, opa_binary: Path,
-                                                               tmp_path: Path) -> None:
+def test_a_signed_bundle_loads_only_with_its_verification_key(
+    policy_copy: Path, opa_binary: Path, tmp_path: Path
+) -> None:
     keys = {}
     for name in ("ours", "theirs"):
         private, public = tmp_path / f"{name}.pem", tmp_path / f"{name}.pub.pem"
@@ -255,7 +289,10 @@ def test_a_signed_bundle_loads_only_with_its_verification_key(policy_copy: Path,
         done = subprocess.run(
             [str(opa_binary), "run", "--bundle", str(bundle), "--verification-key", str(public_key)],
             input="data.consent.reference.purposes.purposes.face_recognition_training.parent\n",
-            capture_output=True, text=True, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         return done.returncode, done.stdout + done.stderr
 
@@ -295,15 +332,19 @@ def test_reference_reads_the_copy_it_is_given_and_filters(policy_copy: Path) -> 
     path = policy_copy / "consent/reference/purposes/data.json"
     taxonomy = json.loads(path.read_text())
     taxonomy["purposes"]["voice_cloning_training"] = {
-        "title": "Training voice-cloning models", "parent": "biometric_model_training",
-        "commercial": True, "biometric": True, "model_training": True,
+        "title": "Training voice-cloning models",
+        "parent": "biometric_model_training",
+        "commercial": True,
+        "biometric": True,
+        "model_training": True,
     }
     path.write_text(json.dumps(taxonomy))
     listed = invoke("reference", "purposes", "--policy-path", policy_copy, "--json")
     assert json.loads(listed.stdout) == taxonomy["purposes"]
 
-    terms = json.loads(invoke("reference", "licenses", "--policy-path", policy_copy, "--family", "service-terms",
-                              "--json").stdout)
+    terms = json.loads(
+        invoke("reference", "licenses", "--policy-path", policy_copy, "--family", "service-terms", "--json").stdout
+    )
     assert terms["okcupid-terms-of-service"]["defined_in"] == "license_terms"
     assert {entry["family"] for entry in terms.values()} == {"service-terms"}
     matched = invoke("reference", "licenses", "--policy-path", policy_copy, "--match", "cc-by-nc-4")

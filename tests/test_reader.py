@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from datetime import UTC
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -61,8 +62,10 @@ def test_the_dataset_holds_exactly_the_approved_partitions_rows(gated):
 
     table = photos.to_table()
     assert sorted(table.column("photo_id").to_pylist()) == rows_of(dataset, STUDIO_2024, STUDIO_2025)
-    assert set(zip(table.column("source").to_pylist(), table.column("year").to_pylist())) == {
-        ("studio_optin", 2024), ("studio_optin", 2025)}  # hive partition keys are columns
+    assert set(zip(table.column("source").to_pylist(), table.column("year").to_pylist(), strict=False)) == {
+        ("studio_optin", 2024),
+        ("studio_optin", 2025),
+    }  # hive partition keys are columns
     assert sorted(photos.files) == sorted(str(p) for p in dataset.glob("source=studio_optin/year=*/part-0.parquet"))
 
 
@@ -83,8 +86,10 @@ def test_approved_table_holds_the_same_rows_as_the_dataset(gated):
     table = approved_table(context(task), ledger=ledger, columns=["photo_id"])
 
     assert sorted(table.column("photo_id").to_pylist()) == rows_of(dataset, STUDIO_2024, STUDIO_2025)
-    assert set(zip(table.column("source").to_pylist(), table.column("year").to_pylist())) == {
-        ("studio_optin", "2024"), ("studio_optin", "2025")}
+    assert set(zip(table.column("source").to_pylist(), table.column("year").to_pylist(), strict=False)) == {
+        ("studio_optin", "2024"),
+        ("studio_optin", "2025"),
+    }
 
 
 def test_data_swapped_after_the_clearance_is_caught_by_approved_table_only(gated, monkeypatch):
@@ -121,18 +126,25 @@ def test_a_partition_added_after_the_gate_is_refused_not_read(gated):
 
 
 def test_a_dag_scheduled_on_an_approved_asset_reads_the_partitions_the_event_approves(tmp_path, opa_binary):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow_consent.engines.local import LocalOpaEngine
     from airflow_consent.gate import DatasetSpec, evaluate_gate
     from airflow_consent.models import GateRequest
 
     dataset = generate_profile_photos(tmp_path / "data", sources=("studio_optin", "stock"))
-    request = GateRequest(purpose="face_recognition_training", dag_id="approve", run_id="r1", task_id="consent_gate",
-                          evaluated_at=datetime.now(timezone.utc))
+    request = GateRequest(
+        purpose="face_recognition_training",
+        dag_id="approve",
+        run_id="r1",
+        task_id="consent_gate",
+        evaluated_at=datetime.now(UTC),
+    )
     report = evaluate_gate(request, [DatasetSpec(uri=str(dataset))], LocalOpaEngine())
-    extra = {"decision_id": report.decision_id,
-             "approved_partitions": [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in report.passed]}
+    extra = {
+        "decision_id": report.decision_id,
+        "approved_partitions": [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in report.passed],
+    }
     assert [p["id"] for p in extra["approved_partitions"]] == [STUDIO_2024, STUDIO_2025]  # stock: license
     task = approved_training_task()
     add_partition(dataset, 2026)  # after the approval: the event does not name it

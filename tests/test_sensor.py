@@ -33,7 +33,13 @@ def studio_without_manifest(root: Path) -> tuple[Path, Path, bytes]:
 
 def trigger(dataset: Path, **overrides) -> ConsentPolicyTrigger:
     kwargs = {
-        "request": {"purpose": PURPOSE, "dag_id": "d", "run_id": "r", "task_id": "t", "evaluated_at": "2026-11-26T00:00:00Z"},
+        "request": {
+            "purpose": PURPOSE,
+            "dag_id": "d",
+            "run_id": "r",
+            "task_id": "t",
+            "evaluated_at": "2026-11-26T00:00:00Z",
+        },
         "datasets": [{"uri": str(dataset), "name": None}],
         "arguments": {},
         "on_violation": "fail",
@@ -53,8 +59,11 @@ def first_event(trig: ConsentPolicyTrigger, timeout: float = 60) -> dict:
 
 
 def test_trigger_serializes_to_its_class_and_json_kwargs(tmp_path):
-    original = trigger(tmp_path, arguments={"opa_conn_id": "opa_prod", "enforcement": "warn"},
-                       partition_filter=[["source", "=", "studio_optin"]])
+    original = trigger(
+        tmp_path,
+        arguments={"opa_conn_id": "opa_prod", "enforcement": "warn"},
+        partition_filter=[["source", "=", "studio_optin"]],
+    )
     classpath, kwargs = original.serialize()
     assert classpath == "airflow_consent.triggers.consent.ConsentPolicyTrigger"
     rebuilt = ConsentPolicyTrigger(**json.loads(json.dumps(kwargs)))
@@ -134,9 +143,9 @@ with DAG(dag_id={dag_id!r}, schedule=None):
 
 def sensor_dag(folder: Path, dag_id: str, dataset: Path, timeout: float = 60, extra: str = "") -> Path:
     folder.mkdir(exist_ok=True)
-    (folder / f"{dag_id}.py").write_text(textwrap.dedent(
-        SENSOR_DAG.format(dag_id=dag_id, dataset=str(dataset), timeout=timeout, extra=extra)
-    ))
+    (folder / f"{dag_id}.py").write_text(
+        textwrap.dedent(SENSOR_DAG.format(dag_id=dag_id, dataset=str(dataset), timeout=timeout, extra=extra))
+    )
     return folder
 
 
@@ -152,7 +161,9 @@ def test_sensor_passes_once_the_manifest_arrives(airflow_db, tmp_path, mode):
         timer.cancel()
     assert states == {"wait_for_consent": "success", "train": "success"}
     assert {p["id"] for p in xcom(dag_run, "wait_for_consent")} == {
-        "profile_photos/source=studio_optin/year=2024", "profile_photos/source=studio_optin/year=2025"}
+        "profile_photos/source=studio_optin/year=2024",
+        "profile_photos/source=studio_optin/year=2025",
+    }
 
 
 def test_deferred_sensor_passes_under_dag_test(airflow_db, tmp_path):
@@ -169,7 +180,8 @@ def test_deferred_sensor_passes_under_dag_test(airflow_db, tmp_path):
     assert len(approved) == 2
     with Ledger() as ledger:  # the triggerer's decision is recorded when the task resumes
         assert ledger.allowed_fingerprints("sensor_deferrable", dag_run.run_id) == {
-            p["id"]: p["fingerprint"] for p in approved}
+            p["id"]: p["fingerprint"] for p in approved
+        }
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
@@ -243,8 +255,9 @@ def test_a_filter_refused_at_parse_time_or_once_rendered_fails_the_sensor_at_onc
     missing = str(tmp_path / "not_there_yet")
     with pytest.raises(ConsentConfigurationError, match=r"wait: partition_filter term \(1, '=', 'x'\)"):
         ConsentPolicySensor(task_id="wait", datasets=[missing], purpose=PURPOSE, partition_filter=[(1, "=", "x")])
-    sensor = ConsentPolicySensor(task_id="wait", datasets=[missing], purpose=PURPOSE,
-                                 partition_filter=[("year", "in", "{{ params.years }}")])
+    sensor = ConsentPolicySensor(
+        task_id="wait", datasets=[missing], purpose=PURPOSE, partition_filter=[("year", "in", "{{ params.years }}")]
+    )
     sensor.render_template_fields({"params": {"years": "2024"}})
     with pytest.raises(AirflowFailException, match=r"sensor misconfigured: wait: partition_filter term \('year', 'in'"):
         sensor.poke({})

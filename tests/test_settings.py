@@ -43,11 +43,14 @@ def _import_errors(tmp_path, change: str) -> str:
     return " ".join(json.loads(done.stdout.strip().splitlines()[-1]).values())
 
 
-@pytest.mark.parametrize("change", [
-    'os.environ["AIRFLOW__CONSENT__ENFORCE_GATES"] = "False"',
-    'os.environ["AIRFLOW__CONSENT__TRAINING_TAGS"] = "nothing-matches"',
-    'os.environ["airflow__consent__enforce_gates"] = "False"',
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        'os.environ["AIRFLOW__CONSENT__ENFORCE_GATES"] = "False"',
+        'os.environ["AIRFLOW__CONSENT__TRAINING_TAGS"] = "nothing-matches"',
+        'os.environ["airflow__consent__enforce_gates"] = "False"',
+    ],
+)
 def test_a_dag_file_cannot_turn_the_cluster_policy_off(tmp_path, change):
     errors = _import_errors(tmp_path, change)
 

@@ -48,7 +48,9 @@ def write_dags(root: Path) -> Path:
 
 
 airflow = standalone_fixture(
-    scope="module", dags=write_dags, env=lambda root: {
+    scope="module",
+    dags=write_dags,
+    env=lambda root: {
         "AIRFLOW_CONSENT_SAMPLE_DATA": str(root / "sample"),
         # Every task here is expected to succeed: two retries (3 s apart) ride out a worker's HTTP
         # timeout on a loaded machine. A denial is AirflowFailException, never retried anyway.

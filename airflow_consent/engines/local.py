@@ -24,8 +24,9 @@ from airflow_consent.policies import policy_dir, policy_revision
 class LocalOpaEngine:
     """Runs ``opa eval --bundle <policies> --stdin-input --strict-builtin-errors`` once per evaluation."""
 
-    def __init__(self, *, policy_path: Path | str | None = None, opa_binary: Path | str | None = None,
-                 timeout: float = 120.0):
+    def __init__(
+        self, *, policy_path: Path | str | None = None, opa_binary: Path | str | None = None, timeout: float = 120.0
+    ):
         self.policy_path = Path(policy_path) if policy_path else policy_dir()
         self._opa_binary = Path(opa_binary) if opa_binary else None
         self.timeout = timeout
@@ -47,8 +48,9 @@ class LocalOpaEngine:
     def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
         command, query = self._command(entrypoint)
         try:
-            done = subprocess.run(command, input=json.dumps(policy_input), capture_output=True, text=True,
-                                  timeout=self.timeout)
+            done = subprocess.run(
+                command, input=json.dumps(policy_input), capture_output=True, text=True, timeout=self.timeout
+            )
         except subprocess.TimeoutExpired as exc:
             raise EngineTimeout(f"opa eval did not answer within {self.timeout:g} s", engine=self.name) from exc
         except OSError as exc:
@@ -76,8 +78,17 @@ class LocalOpaEngine:
 
     def _command(self, entrypoint: str) -> tuple[list[str], str]:
         query = "data." + entrypoint.strip("/").replace("/", ".")
-        return [str(self.opa_binary), "eval", "--bundle", str(self.policy_path), "--stdin-input",
-                "--format", "json", "--strict-builtin-errors", query], query
+        return [
+            str(self.opa_binary),
+            "eval",
+            "--bundle",
+            str(self.policy_path),
+            "--stdin-input",
+            "--format",
+            "json",
+            "--strict-builtin-errors",
+            query,
+        ], query
 
     def _answer(self, query: str, returncode: int | None, stdout: str, stderr: str) -> EngineAnswer:
         if returncode != 0:
@@ -87,15 +98,16 @@ class LocalOpaEngine:
         except json.JSONDecodeError as exc:
             raise MalformedDecision(f"opa eval printed no JSON: {stdout[:500]!r}", engine=self.name) from exc
         if isinstance(output, dict) and "result" not in output:  # opa eval prints {} when undefined
-            raise UndefinedDecision(f"{query} is undefined for this input: is the entrypoint right?",
-                                    engine=self.name)
+            raise UndefinedDecision(f"{query} is undefined for this input: is the entrypoint right?", engine=self.name)
         try:
             [result] = output["result"]
             [expression] = result["expressions"]
             value = expression["value"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedDecision(f"opa eval's answer is not one result of one expression with a value: "
-                                    f"{stdout[:500]!r}", engine=self.name) from exc
+            raise MalformedDecision(
+                f"opa eval's answer is not one result of one expression with a value: {stdout[:500]!r}",
+                engine=self.name,
+            ) from exc
         return EngineAnswer(
             result=value,
             opa_version=self.opa_version,

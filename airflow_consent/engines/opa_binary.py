@@ -114,7 +114,7 @@ def ensure_opa(version: str = OPA_VERSION, log: Callable[[str], None] = print) -
         for route in (_download_release, _build_from_go_module):
             try:
                 route(version, target, log)
-            except Exception as exc:  # noqa: BLE001 - every route's failure is reported below
+            except Exception as exc:
                 failures.append(f"{route.__name__.strip('_').replace('_', ' ')}: {exc}")
                 log(f"OPA {version}: {failures[-1]}")
                 continue
@@ -122,8 +122,11 @@ def ensure_opa(version: str = OPA_VERSION, log: Callable[[str], None] = print) -
                 return target
             failures.append(f"{route.__name__}: produced a binary that does not report version {version}")
     raise OpaProvisioningError(
-        f"could not provision OPA {version}:\n  " + "\n  ".join(failures)
-        + "\nInstall Go (https://go.dev/doc/install) or put opa v" + version + " on PATH."
+        f"could not provision OPA {version}:\n  "
+        + "\n  ".join(failures)
+        + "\nInstall Go (https://go.dev/doc/install) or put opa v"
+        + version
+        + " on PATH."
     )
 
 

@@ -198,8 +198,11 @@ def _flag_rows(batch: pa.RecordBatch | pa.Table, first: int, count: int) -> np.n
     for bit in range(count):
         flag = pc.fill_null(batch.column(first + bit), False)
         choices = ((1 << bit, flag), (0, pc.invert(flag)))
-        combinations = [(code | value, chosen if rows is None else pc.and_(rows, chosen))
-                        for code, rows in combinations for value, chosen in choices]
+        combinations = [
+            (code | value, chosen if rows is None else pc.and_(rows, chosen))
+            for code, rows in combinations
+            for value, chosen in choices
+        ]
     counted = np.zeros(1 << count, dtype=np.int64)
     for code, rows in combinations:
         counted[code] = pc.sum(rows).as_py() or 0
@@ -273,8 +276,9 @@ def _stream(
     values = subjects[0] if subjects else pa.array([], KIND_TYPES[kind])
     _finish(partition, measurement, totals, 0, layout, len(values))
     if not measurement.problems:
-        measurement.revoked = _match_one(values, counts[0] if counts else pa.array([], pa.int64()), kind, matcher_for,
-                                         measurement)
+        measurement.revoked = _match_one(
+            values, counts[0] if counts else pa.array([], pa.int64()), kind, matcher_for, measurement
+        )
 
 
 def _add(total: _Counts | None, more: _Counts) -> _Counts:
@@ -284,9 +288,13 @@ def _add(total: _Counts | None, more: _Counts) -> _Counts:
     def plus(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
         return None if a is None else a + b
 
-    return _Counts(total.rows + more.rows, plus(total.flag_rows, more.flag_rows),
-                   plus(total.after_withdrawal, more.after_withdrawal), plus(total.after_expiry, more.after_expiry),
-                   total.undated + more.undated)
+    return _Counts(
+        total.rows + more.rows,
+        plus(total.flag_rows, more.flag_rows),
+        plus(total.after_withdrawal, more.after_withdrawal),
+        plus(total.after_expiry, more.after_expiry),
+        total.undated + more.undated,
+    )
 
 
 def _value_counts(subjects: pa.Array) -> tuple[pa.Array, pa.Array]:
@@ -303,8 +311,9 @@ def _compact(subjects: list[pa.Array], counts: list[pa.Array]) -> tuple[list[pa.
     return [merged.column("s").combine_chunks()], [merged.column("n_sum").combine_chunks()]
 
 
-def _match_one(values: pa.Array, counts: pa.Array, kind: str, matcher_for: MatcherFor,
-               measurement: Measurement) -> Revoked | None:
+def _match_one(
+    values: pa.Array, counts: pa.Array, kind: str, matcher_for: MatcherFor, measurement: Measurement
+) -> Revoked | None:
     try:
         matcher = matcher_for(kind)
     except RevocationListUnreadable as exc:
@@ -342,8 +351,15 @@ class _Group:
         self.rows = 0
         self.members: list[_Member] = []
 
-    def add(self, partition: DiscoveredPartition, measurement: Measurement, pieces: list[tuple[str, pa.Table]],
-            kind: str, schema: pa.Schema, rows: int) -> None:
+    def add(
+        self,
+        partition: DiscoveredPartition,
+        measurement: Measurement,
+        pieces: list[tuple[str, pa.Table]],
+        kind: str,
+        schema: pa.Schema,
+        rows: int,
+    ) -> None:
         self.kind, self.schema = kind, schema
         self.rows += rows
         self.members.append(_Member(partition, measurement, pieces))
@@ -409,8 +425,9 @@ class _Group:
         examples = _examples(pair_slots, pair_subjects, found)
         for slot, member in enumerate(self.members):
             if not member.measurement.problems:
-                member.measurement.revoked = Revoked(int(revoked_rows[slot]), int(revoked_subjects[slot]),
-                                                     examples.get(slot, []))
+                member.measurement.revoked = Revoked(
+                    int(revoked_rows[slot]), int(revoked_subjects[slot]), examples.get(slot, [])
+                )
 
 
 def _rows_of(subjects: pa.Array, hits: pa.Array) -> int:
@@ -435,14 +452,19 @@ def _examples(slots: np.ndarray, subjects: pa.Array, found: np.ndarray) -> dict[
 
 
 def _read_whole(
-    partition: DiscoveredPartition, opened: list[tuple[str, pq.ParquetFile]], layout: _Layout,
+    partition: DiscoveredPartition,
+    opened: list[tuple[str, pq.ParquetFile]],
+    layout: _Layout,
     measurement: Measurement,
 ) -> list[tuple[str, pa.Table]]:
     pieces = []
     for name, parquet in opened:
         try:
-            batches = list(parquet.iter_batches(batch_size=max(1, parquet.metadata.num_rows), columns=layout.wanted,
-                                                use_threads=False))
+            batches = list(
+                parquet.iter_batches(
+                    batch_size=max(1, parquet.metadata.num_rows), columns=layout.wanted, use_threads=False
+                )
+            )
             file_schema = parquet.schema_arrow
             schema = pa.schema([file_schema.field(column) for column in layout.wanted])
             pieces.append((name, layout.normalized(pa.Table.from_batches(batches, schema=schema))))
@@ -454,8 +476,9 @@ def _read_whole(
 # --- shared: checks and results ---------------------------------------------------------------------
 
 
-def _finish(partition: DiscoveredPartition, measurement: Measurement, counts: _Counts, slot: int, layout: _Layout,
-            distinct: int) -> None:
+def _finish(
+    partition: DiscoveredPartition, measurement: Measurement, counts: _Counts, slot: int, layout: _Layout, distinct: int
+) -> None:
     """Copy slot ``slot`` of ``counts`` into ``measurement``, adding the problems the counts reveal."""
     columns = layout.columns
     measurement.rows = int(counts.rows[slot])
@@ -464,11 +487,14 @@ def _finish(partition: DiscoveredPartition, measurement: Measurement, counts: _C
             _problem(partition.uri, None, "the partition has no rows: there is nothing to check")
         )
     if counts.undated[slot]:
-        measurement.problems.append(_problem(
-            partition.uri, columns.collected_at,
-            f"{int(counts.undated[slot])} row(s) have no {columns.collected_at} but a withdrawal or expiry time: "
-            "cannot tell whether they were collected after consent ended",
-        ))
+        measurement.problems.append(
+            _problem(
+                partition.uri,
+                columns.collected_at,
+                f"{int(counts.undated[slot])} row(s) have no {columns.collected_at} but a withdrawal or expiry time: "
+                "cannot tell whether they were collected after consent ended",
+            )
+        )
     if measurement.problems:
         return
     measurement.distinct_subjects = distinct
@@ -487,16 +513,29 @@ def _opened_files(
     """
     files = [f for f in partition.files if settings.wants_file(f.name)]
     problems: list[EvidenceProblem] = [
-        _problem(partition.uri_of(f.name), None,
-                 f"unmeasured file in partition: it does not match data_files {settings.config.data_files!r}, so its "
-                 "rows were not checked, yet a reader of the partition reads it; rename or remove it, or widen "
-                 "data_files")
-        for f in partition.files if not settings.wants_file(f.name)
+        _problem(
+            partition.uri_of(f.name),
+            None,
+            f"unmeasured file in partition: it does not match data_files {settings.config.data_files!r}, so its "
+            "rows were not checked, yet a reader of the partition reads it; rename or remove it, or widen "
+            "data_files",
+        )
+        for f in partition.files
+        if not settings.wants_file(f.name)
     ]
     if not files:
-        return [], "string", [*problems, _problem(
-            partition.uri, None, f"no data file matches {settings.config.data_files!r}: there are no rows to check"
-        )]
+        return (
+            [],
+            "string",
+            [
+                *problems,
+                _problem(
+                    partition.uri,
+                    None,
+                    f"no data file matches {settings.config.data_files!r}: there are no rows to check",
+                ),
+            ],
+        )
     columns = settings.config.columns
     opened: list[tuple[str, pq.ParquetFile]] = []
     kinds: dict[str, str] = {}
@@ -516,7 +555,9 @@ def _opened_files(
         schema = parquet.schema_arrow
         zones: dict[str, str | None] = {}
 
-        def check(column: str, expected: str, ok: Callable[[pa.DataType], bool]) -> pa.DataType | None:
+        def check(
+            column: str, expected: str, ok: Callable[[pa.DataType], bool], schema: pa.Schema = schema, uri: str = uri
+        ) -> pa.DataType | None:
             index = schema.get_field_index(column)
             if index < 0:
                 similar = [n for n in schema.names if n.lower() == column.lower()]
@@ -541,28 +582,41 @@ def _opened_files(
                     zones[column] = data_type.tz
         if len({tz is None for tz in zones.values()}) > 1:
             naive = sorted(c for c, tz in zones.items() if tz is None)
-            problems.append(_problem(
-                uri, naive[0], f"timestamp columns {naive} have no time zone but the others do: they cannot be compared"
-            ))
+            problems.append(
+                _problem(
+                    uri,
+                    naive[0],
+                    f"timestamp columns {naive} have no time zone but the others do: they cannot be compared",
+                )
+            )
         elif zones:
             naive_files[data_file.name] = next(iter(zones.values())) is None
     if len(set(naive_files.values())) > 1:
-        problems.append(_problem(
-            partition.uri, columns.collected_at,
-            f"the timestamp columns have no time zone in {sorted(n for n, v in naive_files.items() if v)} but do in "
-            f"{sorted(n for n, v in naive_files.items() if not v)}: they cannot be compared",
-        ))
+        problems.append(
+            _problem(
+                partition.uri,
+                columns.collected_at,
+                f"the timestamp columns have no time zone in {sorted(n for n, v in naive_files.items() if v)} but do "
+                f"in {sorted(n for n, v in naive_files.items() if not v)}: they cannot be compared",
+            )
+        )
     if len(set(kinds.values())) > 1:
-        problems.append(_problem(
-            partition.uri, columns.subject_id,
-            f"column {columns.subject_id!r} holds integers in some files and strings in others: {kinds}",
-        ))
+        problems.append(
+            _problem(
+                partition.uri,
+                columns.subject_id,
+                f"column {columns.subject_id!r} holds integers in some files and strings in others: {kinds}",
+            )
+        )
     return opened, next(iter(kinds.values()), "string"), problems
 
 
 def _null_subjects(uri: str, layout: _Layout, nulls: int) -> EvidenceProblem:
-    return _problem(uri, layout.columns.subject_id,
-                    f"{nulls} row(s) have a null subject id: they cannot be checked against consent or revocations")
+    return _problem(
+        uri,
+        layout.columns.subject_id,
+        f"{nulls} row(s) have a null subject id: they cannot be checked against consent or revocations",
+    )
 
 
 def _problem(file: str, field_name: str | None, message: str) -> EvidenceProblem:

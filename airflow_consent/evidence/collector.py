@@ -42,6 +42,7 @@ from airflow_consent.models import (
 
 if TYPE_CHECKING:
     from airflow_consent.evidence.expectations import SuiteRunner
+    from airflow_consent.gate import Log
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def default_threads() -> int:
 class EvidenceCollector:
     """Measures partitions' evidence; caches revocation lists, their matchers and GX suites for one evaluation."""
 
-    def __init__(self, *, threads: int | None = None, logger: logging.Logger = log):
+    def __init__(self, *, threads: int | None = None, logger: Log = log):
         self.threads = threads or default_threads()
         self.log = logger
         self._lists: dict[RevocationSource, RevocationList | RevocationListUnreadable] = {}
@@ -71,8 +72,9 @@ class EvidenceCollector:
         directory = config_dir(dataset_config_path)
         found = load_dataset_settings(directory, dataset)
         if found is None:
-            self.log.info("Dataset %r has no evidence configuration in %s: judged on its manifests alone",
-                          dataset, directory)
+            self.log.info(
+                "Dataset %r has no evidence configuration in %s: judged on its manifests alone", dataset, directory
+            )
         return found
 
     def measure(
@@ -102,8 +104,14 @@ class EvidenceCollector:
             measurements = measure_partitions(partitions, settings, matcher_for)
         rows = sum(m.rows for m in measurements)
         elapsed = time.perf_counter() - started
-        self.log.info("%s: measured %d row(s) of %d partition(s) in %.2f s (%.0f rows/s)", settings.dataset, rows,
-                      len(partitions), elapsed, rows / elapsed if elapsed else 0.0)
+        self.log.info(
+            "%s: measured %d row(s) of %d partition(s) in %.2f s (%.0f rows/s)",
+            settings.dataset,
+            rows,
+            len(partitions),
+            elapsed,
+            rows / elapsed if elapsed else 0.0,
+        )
 
         results = []
         for done, (partition, measurement) in enumerate(zip(partitions, measurements, strict=True), start=1):
@@ -115,8 +123,13 @@ class EvidenceCollector:
                     evidence.expectations, suite_problems = runner.validate(partition)
                     problems += suite_problems
                     if done % PROGRESS_EVERY == 0 or done == len(partitions):
-                        self.log.info("%s: ran suite %r on %d/%d partition(s)", settings.dataset, runner.name, done,
-                                      len(partitions))
+                        self.log.info(
+                            "%s: ran suite %r on %d/%d partition(s)",
+                            settings.dataset,
+                            runner.name,
+                            done,
+                            len(partitions),
+                        )
             if problems:
                 evidence.content = evidence.expectations = None
             results.append((evidence, problems))
@@ -138,7 +151,9 @@ class EvidenceCollector:
         return ContentEvidence.model_construct(
             rows=measurement.rows,
             distinct_subjects=measurement.distinct_subjects,
-            consent_flags=None if measurement.flag_rows is None else [
+            consent_flags=None
+            if measurement.flag_rows is None
+            else [
                 ConsentFlagRows.model_construct(**entry) for entry in flag_combinations(measurement.flag_rows, purposes)
             ],
             revoked=revoked,
@@ -152,8 +167,12 @@ class EvidenceCollector:
             started = time.perf_counter()
             try:
                 self._lists[source] = load_revocation_list(source)
-                self.log.info("Read revocation list %s: %d subject(s) in %.2f s", source.describe(),
-                              self._lists[source].listed, time.perf_counter() - started)
+                self.log.info(
+                    "Read revocation list %s: %d subject(s) in %.2f s",
+                    source.describe(),
+                    self._lists[source].listed,
+                    time.perf_counter() - started,
+                )
             except RevocationListUnreadable as exc:
                 self.log.error("%s", exc)
                 self._lists[source] = exc
@@ -179,6 +198,7 @@ class EvidenceCollector:
         if settings.suite_path is None:
             return None
         from airflow_consent.evidence.expectations import SuiteRunner  # imports great_expectations (seconds)
+
         if settings.source not in self._suites:
             started = time.perf_counter()
             self._suites[settings.source] = SuiteRunner(settings)

@@ -105,8 +105,10 @@ class RevocationsConfig(_Strict):
             except ArgumentError as exc:
                 raise ValueError(f"url is not a SQLAlchemy URL: {exc}") from None
             if url.password:
-                raise ValueError("url must not contain a password: put the credentials in an Airflow connection "
-                                 "and set conn_id instead")
+                raise ValueError(
+                    "url must not contain a password: put the credentials in an Airflow connection "
+                    "and set conn_id instead"
+                )
         return self
 
 
@@ -127,7 +129,8 @@ class DatasetEvidenceConfig(_Strict):
 
     config_version: Literal["1"]
     data_files: str = Field(
-        default="*", min_length=1,
+        default="*",
+        min_length=1,
         description="glob every data file of a partition must match; a file that does not is denied as unmeasured "
         "(a reader of the partition reads every file not starting with '_' or '.')",
     )
@@ -219,8 +222,9 @@ def _revocation_source(source: Path, config: RevocationsConfig | None) -> Revoca
         path = config.path if "://" in config.path else str(_resolve_local(source, config.path, "revocations.path"))
         return RevocationSource(column=config.column, path=path, format=REVOCATION_FORMATS[_suffix(config.path)])
     if config.url:
-        return RevocationSource(column=config.column, url=_expand(source, config.url, "revocations.url"),
-                                table=config.table)
+        return RevocationSource(
+            column=config.column, url=_expand(source, config.url, "revocations.url"), table=config.table
+        )
     return RevocationSource(column=config.column, conn_id=config.conn_id, table=config.table)
 
 

@@ -82,9 +82,11 @@ class SuiteRunner:
             added.id: entry.get("id")
             for added, entry in zip(self.suite.expectations, self.suite_definition["expectations"], strict=True)
         }
-        self._batches = context.data_sources.add_pandas("airflow_consent").add_dataframe_asset(
-            "partition"
-        ).add_batch_definition_whole_dataframe("whole_partition")
+        self._batches = (
+            context.data_sources.add_pandas("airflow_consent")
+            .add_dataframe_asset("partition")
+            .add_batch_definition_whole_dataframe("whole_partition")
+        )
         self.columns = _columns(self.suite_definition["expectations"], settings.config.columns.subject_id)
 
     def validate(self, partition: DiscoveredPartition) -> tuple[ExpectationResults | None, list[EvidenceProblem]]:
@@ -100,18 +102,24 @@ class SuiteRunner:
             label = _label(config.type, config.kwargs)
             raised = _raised(result.exception_info)
             if raised is not None:
-                problems.append(EvidenceProblem(
-                    file=partition.uri, field=label, message=f"expectation of suite {self.path} could not run: {raised}"
-                ))
+                problems.append(
+                    EvidenceProblem(
+                        file=partition.uri,
+                        field=label,
+                        message=f"expectation of suite {self.path} could not run: {raised}",
+                    )
+                )
             elif not result.success:
                 file_id = self._file_ids.get(config.id)
-                failed.append(FailedExpectation(
-                    type=config.type,
-                    id=file_id,
-                    column=config.kwargs.get("column"),
-                    critical=config.type in self.critical or (file_id is not None and file_id in self.critical),
-                    statistics=_statistics(result.result),
-                ))
+                failed.append(
+                    FailedExpectation(
+                        type=config.type,
+                        id=file_id,
+                        column=config.kwargs.get("column"),
+                        critical=config.type in self.critical or (file_id is not None and file_id in self.critical),
+                        statistics=_statistics(result.result),
+                    )
+                )
         if problems:
             return None, problems
         statistics = outcome.statistics
@@ -144,9 +152,16 @@ class SuiteRunner:
         for uri, absent, _ in tables:
             for column in absent:
                 if column not in missing_everywhere:  # missing everywhere: GX itself reports it below
-                    problems.append(EvidenceProblem(file=uri, field=column, message=(
-                        f"column {column!r}, used by suite {self.path}, is missing from this file but not from others"
-                    )))
+                    problems.append(
+                        EvidenceProblem(
+                            file=uri,
+                            field=column,
+                            message=(
+                                f"column {column!r}, used by suite {self.path}, is missing from this file but not "
+                                "from others"
+                            ),
+                        )
+                    )
         if problems:
             return None, problems
         table = pa.concat_tables([t for _, _, t in tables], promote_options="default")
@@ -158,8 +173,9 @@ def _check_suite(path: Path, document: object, critical: set[str]) -> dict:
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     if not isinstance(document, dict) or not isinstance(document.get("expectations"), list):
-        raise ConsentConfigurationError(f"{path}: not an expectation suite: expected an object with 'name' and a list "
-                                        "'expectations'")
+        raise ConsentConfigurationError(
+            f"{path}: not an expectation suite: expected an object with 'name' and a list 'expectations'"
+        )
     if not isinstance(document.get("name"), str) or not document["name"]:
         raise ConsentConfigurationError(f"{path}: name: the suite needs a non-empty name")
     known: set[str] = set()
@@ -167,7 +183,7 @@ def _check_suite(path: Path, document: object, critical: set[str]) -> dict:
         where = f"{path}: expectations[{index}]"
         try:
             ExpectationConfiguration(**entry).to_domain_obj()
-        except Exception as exc:  # noqa: BLE001 - GX raises pydantic, TypeError and its own errors alike
+        except Exception as exc:
             kind = entry.get("type") if isinstance(entry, dict) else None
             raise ConsentConfigurationError(f"{where} ({kind}): invalid expectation: {_one_line(exc)}") from exc
         known.update(filter(None, (entry.get("type"), entry.get("id"))))

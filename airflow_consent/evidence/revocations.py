@@ -92,7 +92,7 @@ def load_revocation_list(source: RevocationSource) -> RevocationList:
             column, from_text = _read_table(source), False
     except RevocationListUnreadable:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure to read is reported on the partitions, never skipped
+    except Exception as exc:
         raise RevocationListUnreadable(where, f"cannot read the revocation list: {type(exc).__name__}: {exc}") from exc
     kind = subject_kind(column.type)
     if kind is None:
@@ -162,8 +162,9 @@ def _sqlalchemy_url(source: RevocationSource):
     if conn.conn_type == "sqlite":
         return sa.URL.create("sqlite", database=conn.host or conn.schema)
     driver = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg"}.get(conn.conn_type, conn.conn_type)
-    return sa.URL.create(driver, username=conn.login, password=conn.password, host=conn.host, port=conn.port,
-                         database=conn.schema)
+    return sa.URL.create(
+        driver, username=conn.login, password=conn.password, host=conn.host, port=conn.port, database=conn.schema
+    )
 
 
 def _missing_column(column: str, names: list[str]) -> str:

@@ -91,8 +91,16 @@ class OpaHook(BaseHook):
         except (TypeError, ValueError) as exc:
             raise ConsentConfigurationError(f"connection {self.opa_conn_id!r}: bad timeout/retries: {exc}") from exc
         cert = (extra["client_cert"], extra["client_key"]) if extra.get("client_cert") else None
-        return {"host": host, "port": port, "ssl": ssl, "cert": cert, "token": conn.password or None,
-                "timeout": timeout, "retries": retries, "ca_bundle": extra.get("ca_bundle") if ssl else None}
+        return {
+            "host": host,
+            "port": port,
+            "ssl": ssl,
+            "cert": cert,
+            "token": conn.password or None,
+            "timeout": timeout,
+            "retries": retries,
+            "ca_bundle": extra.get("ca_bundle") if ssl else None,
+        }
 
     def evaluate(self, policy_input: dict, entrypoint: str) -> EngineAnswer:
         """One batched query of ``entrypoint`` (e.g. ``consent/main/decision``) over the whole input."""
@@ -122,24 +130,29 @@ class OpaHook(BaseHook):
             try:
                 answer = await client.query_rule(policy_input, entrypoint.strip("/"), query_params=QUERY_PARAMS)
             except TimeoutError as exc:
-                raise EngineTimeout(f"no answer within {client.timeout:g} s from {client.root_url}",
-                                    engine=self.name) from exc
+                raise EngineTimeout(
+                    f"no answer within {client.timeout:g} s from {client.root_url}", engine=self.name
+                ) from exc
             except aiohttp.ClientResponseError as exc:
-                raise EngineHTTPError(f"HTTP {exc.status} from {exc.request_info.url}: {exc.message}",
-                                      engine=self.name, status=exc.status) from exc
+                raise EngineHTTPError(
+                    f"HTTP {exc.status} from {exc.request_info.url}: {exc.message}", engine=self.name, status=exc.status
+                ) from exc
             except aiohttp.ClientConnectionError as exc:
                 raise EngineUnreachable(f"cannot connect to {client.root_url}: {exc}", engine=self.name) from exc
             except (aiohttp.ContentTypeError, ValueError) as exc:
-                raise MalformedDecision(f"the answer from {client.root_url} is not JSON: {exc}",
-                                        engine=self.name) from exc
+                raise MalformedDecision(
+                    f"the answer from {client.root_url} is not JSON: {exc}", engine=self.name
+                ) from exc
         return self._answer(answer, entrypoint)
 
     def _answer(self, answer: Any, entrypoint: str) -> EngineAnswer:
         if not isinstance(answer, dict):
             raise MalformedDecision(f"expected a JSON object, got {type(answer).__name__}", engine=self.name)
         if "result" not in answer:
-            raise UndefinedDecision(f"data/{entrypoint} is undefined on the server: is the entrypoint right and "
-                                    "are the policies loaded?", engine=self.name)
+            raise UndefinedDecision(
+                f"data/{entrypoint} is undefined on the server: is the entrypoint right and are the policies loaded?",
+                engine=self.name,
+            )
         try:
             provenance = _Provenance.model_validate(answer.get("provenance", {}))
         except ValidationError as exc:
@@ -154,19 +167,25 @@ class OpaHook(BaseHook):
         try:
             return client.query_rule(policy_input, entrypoint.strip("/"), query_params=QUERY_PARAMS)
         except requests.Timeout as exc:
-            raise EngineTimeout(f"no answer within {client.timeout:g} s from {client.root_url}", engine=self.name) from exc
+            raise EngineTimeout(
+                f"no answer within {client.timeout:g} s from {client.root_url}", engine=self.name
+            ) from exc
         except requests.ConnectionError as exc:
             raise EngineUnreachable(f"cannot connect to {client.root_url}: {exc}", engine=self.name) from exc
         except requests.HTTPError as exc:
             response = exc.response
             if response is None:
-                raise EngineHTTPError(f"HTTP error without a response from {client.root_url}: {exc}",
-                                      engine=self.name, status=0) from exc
+                raise EngineHTTPError(
+                    f"HTTP error without a response from {client.root_url}: {exc}", engine=self.name, status=0
+                ) from exc
             errors = _json_or_none(response).get("errors")
             if errors:  # compile errors, builtin errors under strict-builtin-errors: not transient
                 raise PolicyError(describe_opa_errors(errors), engine=self.name) from exc
-            raise EngineHTTPError(f"HTTP {response.status_code} from {response.url}: {response.text[:1000]}",
-                                  engine=self.name, status=response.status_code) from exc
+            raise EngineHTTPError(
+                f"HTTP {response.status_code} from {response.url}: {response.text[:1000]}",
+                engine=self.name,
+                status=response.status_code,
+            ) from exc
         except ValueError as exc:  # the body was not JSON
             raise MalformedDecision(f"the answer from {client.root_url} is not JSON: {exc}", engine=self.name) from exc
 
@@ -183,7 +202,7 @@ class OpaHook(BaseHook):
         """Used by the UI's Test button: is the server healthy?"""
         try:
             healthy = self.get_conn().check_health()
-        except Exception as exc:  # noqa: BLE001 - reported to the user as-is
+        except Exception as exc:
             return False, str(exc)
         return (True, "OPA is healthy") if healthy else (False, "OPA /health did not answer 200")
 

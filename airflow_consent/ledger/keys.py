@@ -16,6 +16,7 @@ a database connection, an edited or swapped SQLite file, a ledger from another d
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -56,8 +57,10 @@ class LedgerKey:
         if match is None:
             return f"its signature {signature[:40]!r} is not {SCHEME}:<key id>:<hex>"
         if match["key_id"] != self.id:
-            return (f"signed with key {match['key_id']}, not this deployment's key {self.id} ({self.source}): written "
-                    "by another deployment, or [consent] ledger_secret differs between machines")
+            return (
+                f"signed with key {match['key_id']}, not this deployment's key {self.id} ({self.source}): written "
+                "by another deployment, or [consent] ledger_secret differs between machines"
+            )
         if not hmac.compare_digest(match["mac"], self._mac(record_hash)):
             return "its signature does not match its content: forged"
         return None
@@ -94,10 +97,8 @@ def _create_key_file(path: Path) -> None:
     try:
         with os.fdopen(descriptor, "w", encoding="ascii") as out:
             out.write(secrets.token_hex(32) + "\n")
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(draft, path)  # atomic, and never replaces a key that exists
-        except FileExistsError:
-            pass
     finally:
         draft.unlink(missing_ok=True)
 

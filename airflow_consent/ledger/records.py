@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -84,8 +84,8 @@ class InputDigest:
 def timestamp(moment: datetime) -> str:
     """The stored form of a time: UTC, ISO 8601, microseconds (naive times are taken as UTC)."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def record_hash(row: Mapping[str, Any]) -> str:
@@ -137,8 +137,10 @@ class LedgerRecord(BaseModel):
             values["violations"] = json.loads(values["violations"])
             return cls.model_validate(values)
         except ValidationError as exc:
-            problem = "; ".join(f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})"
-                                for error in exc.errors())
+            problem = "; ".join(
+                f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})"
+                for error in exc.errors()
+            )
         except (TypeError, ValueError) as exc:
             problem = f"its violations are not JSON ({exc})"
         raise LedgerTampered(f"consent ledger seq {values.get('seq')!r}: not a record a gate writes: {problem}")

@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -145,9 +145,7 @@ class Ledger:
 
     # --- writing ---------------------------------------------------------------------------------
 
-    def record(
-        self, report: GateReport, request: GateRequest, *, mode: str, input_digest: str
-    ) -> list[LedgerRecord]:
+    def record(self, report: GateReport, request: GateRequest, *, mode: str, input_digest: str) -> list[LedgerRecord]:
         """Append one record per partition of ``report``, atomically and in order; return them."""
         if not mode or not mode.isidentifier():
             raise ValueError(f"mode must be a word like 'deny', not {mode!r}")
@@ -175,7 +173,7 @@ class Ledger:
         try:
             with self._write() as conn:
                 last = self._locked_head(conn)
-                recorded_at = timestamp(datetime.now(timezone.utc))
+                recorded_at = timestamp(datetime.now(UTC))
                 for seq, partition in enumerate(report.partitions, start=last.seq + 1):
                     row = {
                         **common,
@@ -236,8 +234,11 @@ class Ledger:
         chain_metadata.create_all(conn, tables=[chain.records, chain.head])
         for statement in chain_trigger_ddl(self.dialect, chain.records.name, chain.head.name):
             conn.exec_driver_sql(statement.replace("%", "%%") if self.dialect == "postgresql" else statement)
-        conn.execute(chain.head.insert().values(id=HEAD_ID, last_seq=0, last_hash=GENESIS,
-                                                updated_at=timestamp(datetime.now(timezone.utc))))
+        conn.execute(
+            chain.head.insert().values(
+                id=HEAD_ID, last_seq=0, last_hash=GENESIS, updated_at=timestamp(datetime.now(UTC))
+            )
+        )
 
     def _create_schema(self, conn: Connection) -> None:
         """Create the tables, triggers and head row once; safe under concurrent first appends."""
@@ -249,19 +250,34 @@ class Ledger:
                 conn.exec_driver_sql(statement.replace("%", "%%") if self.dialect == "postgresql" else statement)
             conn.execute(
                 head_table.insert().values(
-                    id=HEAD_ID, last_seq=0, last_hash=GENESIS, updated_at=timestamp(datetime.now(timezone.utc))
+                    id=HEAD_ID, last_seq=0, last_hash=GENESIS, updated_at=timestamp(datetime.now(UTC))
                 )
             )
         self._schema_ready = True
 
     def record_usage(
-        self, *, dag_id: str, run_id: str, task_id: str, map_index: int, try_number: int | None,
-        partitions: list[UsedPartition], gates: dict[str, dict[str, str | None] | None], outlets: list[str],
+        self,
+        *,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        map_index: int,
+        try_number: int | None,
+        partitions: list[UsedPartition],
+        gates: dict[str, dict[str, str | None] | None],
+        outlets: list[str],
     ) -> UsageRecord:
         """Append that a training task was cleared on ``partitions`` and produces ``outlets``; return it."""
-        content = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "map_index": map_index,
-                   "try_number": try_number, "partitions": [p.model_dump(mode="json") for p in partitions],
-                   "gates": gates, "outlets": outlets}
+        content = {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "task_id": task_id,
+            "map_index": map_index,
+            "try_number": try_number,
+            "partitions": [p.model_dump(mode="json") for p in partitions],
+            "gates": gates,
+            "outlets": outlets,
+        }
         (row,) = self._append_chained(USAGE, [content])
         return UsageRecord.from_row(row)
 
@@ -301,21 +317,29 @@ class Ledger:
         try:
             with self._write() as conn:
                 head = self._locked_head(conn, chain)
-                rows = chained_rows(chain, contents, head, key, datetime.now(timezone.utc))
+                rows = chained_rows(chain, contents, head, key, datetime.now(UTC))
                 conn.execute(chain.records.insert(), rows)
-                conn.execute(chain.head.update().where(chain.head.c.id == HEAD_ID).values(
-                    last_seq=rows[-1]["seq"], last_hash=rows[-1]["record_hash"], updated_at=rows[-1]["recorded_at"]))
+                conn.execute(
+                    chain.head.update()
+                    .where(chain.head.c.id == HEAD_ID)
+                    .values(
+                        last_seq=rows[-1]["seq"], last_hash=rows[-1]["record_hash"], updated_at=rows[-1]["recorded_at"]
+                    )
+                )
         except (SQLAlchemyError, OSError) as exc:
-            raise LedgerError(f"could not append to the {chain.name} chain of the consent ledger at "
-                              f"{self.display_url}: {exc}") from exc
+            raise LedgerError(
+                f"could not append to the {chain.name} chain of the consent ledger at {self.display_url}: {exc}"
+            ) from exc
         return rows
 
     def _read_chain(self, chain: Chain) -> tuple[list[Mapping[str, Any]], Head]:
         """A whole chain and its head, verified (``LedgerTampered`` naming the problems); empty when absent."""
         rows, head = self._chain_rows(chain)
         if problems := chain_problems(chain, rows, head, self._required_key(create=False)):
-            raise LedgerTampered(f"the {chain.name} chain of the consent ledger at {self.display_url} does not verify "
-                                 f"({'; '.join(problems)})")
+            raise LedgerTampered(
+                f"the {chain.name} chain of the consent ledger at {self.display_url} does not verify "
+                f"({'; '.join(problems)})"
+            )
         return rows, head or Head(0, GENESIS)
 
     def _chain_rows(self, chain: Chain) -> tuple[list[Mapping[str, Any]], Head | None]:
@@ -324,8 +348,9 @@ class Ledger:
             if conn is None:
                 return [], Head(0, GENESIS)
             rows = [row._mapping for row in conn.execute(select(chain.records).order_by(chain.records.c.seq))]
-            found = conn.execute(select(chain.head.c.last_seq, chain.head.c.last_hash)
-                                 .where(chain.head.c.id == HEAD_ID)).first()
+            found = conn.execute(
+                select(chain.head.c.last_seq, chain.head.c.last_hash).where(chain.head.c.id == HEAD_ID)
+            ).first()
         return rows, Head(found.last_seq, found.last_hash) if found else None
 
     # --- reading ---------------------------------------------------------------------------------
@@ -364,7 +389,11 @@ class Ledger:
         return {pid: decision.fingerprint for pid, decision in decided.items() if decision.passed}
 
     def latest_decisions(
-        self, dag_id: str | None = None, run_id: str | None = None, *, task_id: str | None = None,
+        self,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        *,
+        task_id: str | None = None,
         decision_id: str | None = None,
     ) -> dict[str, LatestDecision]:
         """Partition id → its latest decision in this run (made by gate task ``task_id``, when given), or
@@ -375,8 +404,11 @@ class Ledger:
         those records fail their hashes, their links to their neighbours or their signatures: a
         clearance must never rest on an edited record, nor on one no gate of this deployment signed.
         """
-        what = (f"decision {decision_id!r}" if decision_id else
-                f"DAG {dag_id!r} run {run_id!r}" + (f" task {task_id!r}" if task_id else ""))
+        what = (
+            f"decision {decision_id!r}"
+            if decision_id
+            else f"DAG {dag_id!r} run {run_id!r}" + (f" task {task_id!r}" if task_id else "")
+        )
         with self._read() as conn:
             if conn is None:
                 return {}
@@ -388,8 +420,14 @@ class Ledger:
         for row in rows:
             latest[row["partition_id"]] = LedgerRecord.from_row(row)
         return {
-            pid: LatestDecision(record.fingerprint, _passed(record), record.purpose, record.engine, record.entrypoint,
-                                record.decision_id)
+            pid: LatestDecision(
+                record.fingerprint,
+                _passed(record),
+                record.purpose,
+                record.engine,
+                record.entrypoint,
+                record.decision_id,
+            )
             for pid, record in latest.items()
         }
 
@@ -405,8 +443,9 @@ class Ledger:
         chains are checked too: their problems are added, each naming its chain."""
         result = self._verify_decisions(anchor)
         key = self._deployment_key(create=False)
-        problems = [problem for chain in (USAGE, AUDIT)
-                    for problem in chain_problems(chain, *self._chain_rows(chain), key)]
+        problems = [
+            problem for chain in (USAGE, AUDIT) for problem in chain_problems(chain, *self._chain_rows(chain), key)
+        ]
         return dataclasses.replace(result, ok=False, problems=[*result.problems, *problems]) if problems else result
 
     def _verify_decisions(self, anchor: Head | None) -> VerifyResult:
@@ -448,9 +487,11 @@ class Ledger:
         if not rows:
             return
         key = self._required_key(create=False)
-        problems = [f"seq {row['seq']} is {problem}" if problem.startswith("unsigned") else
-                    f"seq {row['seq']}: {problem}"
-                    for row in rows if (problem := key.problem(row["record_hash"], row["signature"]))]
+        problems = [
+            f"seq {row['seq']} is {problem}" if problem.startswith("unsigned") else f"seq {row['seq']}: {problem}"
+            for row in rows
+            if (problem := key.problem(row["record_hash"], row["signature"]))
+        ]
         if problems:
             raise LedgerTampered(
                 f"the consent ledger records of {what} were not all appended by a consent gate of this deployment "
@@ -489,8 +530,7 @@ class Ledger:
             )
 
     @staticmethod
-    def _select(*, dag_id: str | None, run_id: str | None, decision_id: str | None = None,
-                task_id: str | None = None):
+    def _select(*, dag_id: str | None, run_id: str | None, decision_id: str | None = None, task_id: str | None = None):
         query = select(*_STORED_COLUMNS)
         if task_id is not None:
             query = query.where(ledger_table.c.task_id == task_id)
@@ -589,5 +629,6 @@ def _check_columns(conn: Connection, where: str) -> None:
 
 def _passed(record: LedgerRecord) -> bool:
     """Allowed, or denied only by violations in warn/dryrun mode."""
-    return record.allow or (bool(record.violations) and all(v.get("enforcement", "deny") != "deny"
-                                                             for v in record.violations))
+    return record.allow or (
+        bool(record.violations) and all(v.get("enforcement", "deny") != "deny" for v in record.violations)
+    )

@@ -83,8 +83,10 @@ class _ChainRecord(BaseModel):
                 values[name] = json.loads(values[name])
             return cls.model_validate(values)
         except ValidationError as exc:
-            problem = "; ".join(f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})"
-                                for error in exc.errors())
+            problem = "; ".join(
+                f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})"
+                for error in exc.errors()
+            )
         except (TypeError, ValueError) as exc:
             problem = f"a JSON column does not hold JSON ({exc})"
         raise LedgerTampered(f"{cls.chain.name} seq {values.get('seq')!r}: not a record this package writes: {problem}")
@@ -117,7 +119,8 @@ class UsageRecord(_ChainRecord):
     try_number: int | None
     partitions: list[UsedPartition]
     gates: dict[str, dict[str, str | None] | None] = Field(
-        description="gate task id -> its gate arguments (None: cleared by an approved-asset event, arguments unknown)")
+        description="gate task id -> its gate arguments (None: cleared by an approved-asset event, arguments unknown)"
+    )
     outlets: list[str]
 
 
@@ -143,8 +146,12 @@ def chained_rows(
     linked, hashed and signed."""
     rows: list[dict[str, Any]] = []
     for seq, content in enumerate(contents, start=head.seq + 1):
-        row = {**content, "seq": seq, "recorded_at": timestamp(recorded_at),
-               "prev_hash": rows[-1]["record_hash"] if rows else head.hash}
+        row = {
+            **content,
+            "seq": seq,
+            "recorded_at": timestamp(recorded_at),
+            "prev_hash": rows[-1]["record_hash"] if rows else head.hash,
+        }
         for name in chain.json_fields:
             row[name] = canonical_json(row[name])
         row["record_hash"] = chain.record_hash(row)
@@ -176,7 +183,10 @@ def chain_problems(
         if last_seq:
             problems.append(f"the {chain.name} head is missing (deleted); the records end at seq {last_seq}")
     elif (head.seq, head.hash) != (last_seq, last_hash):
-        problems.append(f"the {chain.name} records end at seq {last_seq} but its head is {head} (records deleted, "
-                        "inserted or edited and re-hashed)")
-    return problems[:MAX_PROBLEMS] + ([f"... and {len(problems) - MAX_PROBLEMS} more"]
-                                      if len(problems) > MAX_PROBLEMS else [])
+        problems.append(
+            f"the {chain.name} records end at seq {last_seq} but its head is {head} (records deleted, "
+            "inserted or edited and re-hashed)"
+        )
+    return problems[:MAX_PROBLEMS] + (
+        [f"... and {len(problems) - MAX_PROBLEMS} more"] if len(problems) > MAX_PROBLEMS else []
+    )

@@ -139,8 +139,14 @@ def verify_chain(
     if anchor is not None and not anchor_seen:
         problems.add(f"seq {anchor.seq}: missing, but the anchor {anchor} says it existed (deleted or truncated)")
     listing = problems.listing()
-    return VerifyResult(ok=not listing, checked=checked, problems=listing, head_seq=last.seq, head_hash=last.hash,
-                        signatures=f"checked with key {key.id} ({key.source})" if key else "not checked (no key)")
+    return VerifyResult(
+        ok=not listing,
+        checked=checked,
+        problems=listing,
+        head_seq=last.seq,
+        head_hash=last.hash,
+        signatures=f"checked with key {key.id} ({key.source})" if key else "not checked (no key)",
+    )
 
 
 def _broken_link(

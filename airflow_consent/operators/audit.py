@@ -64,9 +64,12 @@ class ConsentAuditOperator(BaseOperator):
         dag_run = context.get("dag_run")
         user = getattr(dag_run, "triggering_user_name", None)
         try:
-            report = run_audit(purpose=self.purpose or None, since=self._since(),
-                               requested_by=f"user:{user}" if user else f"dag:{self.dag_id}",
-                               logger=self.log)  # type: ignore[arg-type]  # a structlog logger, same methods
+            report = run_audit(
+                purpose=self.purpose or None,
+                since=self._since(),
+                requested_by=f"user:{user}" if user else f"dag:{self.dag_id}",
+                logger=self.log,
+            )  # type: ignore[arg-type]  # a structlog logger, same methods
         except ConsentConfigurationError as exc:
             raise AirflowFailException(f"consent audit misconfigured: {exc}") from exc
         text = render_audit(report)

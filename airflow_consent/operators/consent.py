@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, BaseOperator
@@ -155,7 +155,7 @@ class ConsentGateBaseOperator(BaseOperator):
             run_id=context.get("run_id"),
             task_id=self.task_id,
             requested_by=Requester(kind="user", id=user) if user else Requester(kind="dag", id=self.dag_id),
-            evaluated_at=datetime.now(timezone.utc),
+            evaluated_at=datetime.now(UTC),
         )
 
     def _evaluate(self, context: Context) -> GateReport:
@@ -170,14 +170,14 @@ class ConsentGateBaseOperator(BaseOperator):
             settings.specs(self._datasets()),
             settings,
             partition_filter=self.partition_filter or None,
-            # gate.py annotates logging.Logger; Airflow's task log is a structlog logger with the same methods
-            logger=self.log,  # type: ignore[arg-type]
+            logger=self.log,
         )
         self._lineage_report = report
         self.log.info("%s", render_text(report))
         if not report.blocked and report.denied:
-            self.log.warning("Partitions with violations not enforced (warn/dryrun): %s",
-                             ", ".join(p.id for p in report.denied))
+            self.log.warning(
+                "Partitions with violations not enforced (warn/dryrun): %s", ", ".join(p.id for p in report.denied)
+            )
         return report
 
     def _publish(self, context: Context, report: GateReport, outcome: Outcome) -> list[JsonValue]:
@@ -186,8 +186,9 @@ class ConsentGateBaseOperator(BaseOperator):
         context["ti"].xcom_push(key=XCOM_REPORT_KEY, value=report.model_dump(mode="json"))
         approved: list[JsonValue] = [{"id": p.id, "uri": p.uri, "fingerprint": p.fingerprint} for p in outcome.approved]
         for partition in outcome.excluded:
-            self.log.warning("Excluded %s: %s", partition.id,
-                             "; ".join(f"{v.rule_id} {v.message}" for v in partition.violations))
+            self.log.warning(
+                "Excluded %s: %s", partition.id, "; ".join(f"{v.rule_id} {v.message}" for v in partition.violations)
+            )
         if outcome.passed and self.approved_asset is not None:
             context["outlet_events"][self.approved_asset].extra = {
                 "decision_id": report.decision_id,
@@ -216,9 +217,13 @@ class ConsentGateBaseOperator(BaseOperator):
 
             report = self._lineage_report
             return gate_lineage(
-                report, outcome(report, self.on_violation) if report else None, self._datasets(),
-                enforcement=self._settings().enforcement.default, on_violation=self.on_violation,
-                model=self.model, completed=completed,
+                report,
+                outcome(report, self.on_violation) if report else None,
+                self._datasets(),
+                enforcement=self._settings().enforcement.default,
+                on_violation=self.on_violation,
+                model=self.model,
+                completed=completed,
             )
         except ImportError:
             return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
@@ -70,12 +70,13 @@ class ConsentPolicyTrigger(BaseTrigger):
 
         attempt = 0
         while True:
-            request = GateRequest.model_validate({**self.request, "evaluated_at": datetime.now(timezone.utc)})
+            request = GateRequest.model_validate({**self.request, "evaluated_at": datetime.now(UTC)})
             try:
                 settings = resolve(GateArguments(**self.arguments))  # the triggerer's own [consent]
                 specs = settings.specs([(d["uri"], d.get("name")) for d in self.datasets])
-                report = await arun_gate(request, specs, settings, partition_filter=self.partition_filter,
-                                         logger=self.log)
+                report = await arun_gate(
+                    request, specs, settings, partition_filter=self.partition_filter, logger=self.log
+                )
             except NoPartitionsFound as exc:
                 self.log.info("Not yet: %s", exc)
             except ConsentConfigurationError as exc:
