@@ -49,6 +49,13 @@ HASHED_FIELDS = (
 )
 
 
+def describe_invalid(exc: ValidationError) -> str:
+    """Each field a stored row got wrong, with the value it holds: why it is not a record we write."""
+    return "; ".join(
+        f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})" for error in exc.errors()
+    )
+
+
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, UTF-8 kept: the same document always gives the same text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -137,10 +144,7 @@ class LedgerRecord(BaseModel):
             values["violations"] = json.loads(values["violations"])
             return cls.model_validate(values)
         except ValidationError as exc:
-            problem = "; ".join(
-                f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})"
-                for error in exc.errors()
-            )
+            problem = describe_invalid(exc)
         except (TypeError, ValueError) as exc:
             problem = f"its violations are not JSON ({exc})"
         raise LedgerTampered(f"consent ledger seq {values.get('seq')!r}: not a record a gate writes: {problem}")

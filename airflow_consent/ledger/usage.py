@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_consent.errors import LedgerTampered
-from airflow_consent.ledger.records import GENESIS, canonical_json, sha256_digest, timestamp
+from airflow_consent.ledger.records import GENESIS, canonical_json, describe_invalid, sha256_digest, timestamp
 from airflow_consent.ledger.schema import audit_head_table, audit_table, usage_head_table, usage_table
 
 if TYPE_CHECKING:
@@ -83,10 +83,7 @@ class _ChainRecord(BaseModel):
                 values[name] = json.loads(values[name])
             return cls.model_validate(values)
         except ValidationError as exc:
-            problem = "; ".join(
-                f"{'.'.join(map(str, error['loc']))} is {error['input']!r:.100} ({error['msg']})"
-                for error in exc.errors()
-            )
+            problem = describe_invalid(exc)
         except (TypeError, ValueError) as exc:
             problem = f"a JSON column does not hold JSON ({exc})"
         raise LedgerTampered(f"{cls.chain.name} seq {values.get('seq')!r}: not a record this package writes: {problem}")
