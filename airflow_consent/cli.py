@@ -61,7 +61,7 @@ def check(
     from airflow_consent.enforcement import check_mode, outcome
     from airflow_consent.errors import ConsentConfigurationError, EngineError, NoPartitionsFound
     from airflow_consent.models import GateRequest, Requester
-    from airflow_consent.run import GateArguments, resolve, run_gate
+    from airflow_consent.run import GateArguments, progress_log, resolve, run_gate
 
     partition_filter = [_equality(term) for term in where] or None
     request = GateRequest(
@@ -80,6 +80,7 @@ def check(
             resolved,
             partition_filter=partition_filter,
             record=False,
+            logger=progress_log(as_json),
         )
     except (ConsentConfigurationError, NoPartitionsFound, EngineError) as exc:
         typer.echo(f"error: {exc}", err=True)

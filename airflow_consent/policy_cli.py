@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import subprocess
 from pathlib import Path
@@ -177,7 +176,7 @@ def impact(
     Exit 0 when nothing changes, 1 when something does (gate a policy change in CI), 2 on an error."""
     from airflow_consent.cli import _equality
     from airflow_consent.errors import ConsentError
-    from airflow_consent.run import run_gate
+    from airflow_consent.run import progress_log, run_gate
 
     partition_filter = [_equality(term) for term in where] or None
     request = _request(purpose, "airflow-consent policy impact")
@@ -191,7 +190,7 @@ def impact(
                 gate,
                 partition_filter=partition_filter,
                 record=False,
-                logger=_gate_log(as_json),
+                logger=progress_log(as_json),
             )
     except ConsentError as exc:
         _broken(str(exc))
@@ -290,7 +289,7 @@ def explain(
     from airflow_consent.errors import ConsentError
     from airflow_consent.gate import collect_partitions
     from airflow_consent.policies import policy_dir
-    from airflow_consent.run import run_gate
+    from airflow_consent.run import progress_log, run_gate
 
     request = _request(purpose, "airflow-consent policy explain")
     try:
@@ -298,9 +297,9 @@ def explain(
         root = Path(gate.policy_path or policy_dir())
         specs, keys = _partition_spec(partition_uri, gate)
         partition_filter = [(key, "=", value) for key, value in keys.items()]
-        [partition] = collect_partitions(specs, partition_filter=partition_filter, logger=_gate_log(True))
+        [partition] = collect_partitions(specs, partition_filter=partition_filter, logger=progress_log(True))
         [decided] = run_gate(
-            request, specs, gate, partition_filter=partition_filter, record=False, logger=_gate_log(as_json)
+            request, specs, gate, partition_filter=partition_filter, record=False, logger=progress_log(as_json)
         ).partitions
         rules = _fired_rules(root, [v.rule_id for v in decided.violations])
     except ConsentError as exc:
@@ -665,14 +664,6 @@ def _local_gate(policy_path: Path | None, dataset_config_path: str | None) -> Ga
         policy_path=str(policy_path) if policy_path else None, dataset_config_path=dataset_config_path
     )
     return dataclasses.replace(resolve(arguments, config), opa_conn_id=None)
-
-
-def _gate_log(quiet: bool) -> logging.Logger:
-    """The gate's progress log; ``quiet`` (under --json) keeps only errors, so that stdout is the JSON."""
-    logger = logging.getLogger("airflow_consent.policy_cli.quiet" if quiet else "airflow_consent.run")
-    if quiet:
-        logger.setLevel(logging.ERROR)
-    return logger
 
 
 def _opa_binary(explicit: Path | None) -> Path:

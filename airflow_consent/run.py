@@ -166,6 +166,15 @@ def _record(report: GateReport, request: GateRequest, settings: GateSettings, lo
         )
 
 
+def progress_log(quiet: bool) -> logging.Logger:
+    """The gate's progress log for a command line; ``quiet`` (under ``--json``) keeps only errors, so
+    that stdout is the JSON alone."""
+    logger = logging.getLogger("airflow_consent.run.quiet" if quiet else __name__)
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    return logger
+
+
 def arguments_of(task: object) -> GateArguments:
     """The gate arguments a task sets (attributes of the same names; absent: None)."""
     return GateArguments(**{f.name: getattr(task, f.name, None) for f in dataclasses.fields(GateArguments)})

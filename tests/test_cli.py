@@ -81,3 +81,27 @@ def test_sample_data_command_writes_only_the_sources_asked_for_without_revoked_r
         .to_pylist()
     )
     assert subjects and not subjects & set(REVOKED_SUBJECTS)
+
+
+def test_check_json_is_the_only_thing_on_stdout(sample, opa_binary, tmp_path):
+    """As a script runs it (`airflow-consent check … --json | jq`): Airflow's log lines must not reach stdout."""
+    import os
+    import subprocess
+    import sys
+
+    command = [
+        str(Path(sys.executable).parent / "airflow-consent"),
+        "check",
+        str(sample),
+        "--purpose",
+        "face_recognition_training",
+        "--json",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}  # a user's shell, not the tests'
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={**env, "AIRFLOW_HOME": str(tmp_path)}
+    )
+    assert done.returncode == EXIT_DENIED, done.stderr
+    assert done.stdout.startswith("{"), done.stdout[:2000]
+    report = json.loads(done.stdout)
+    assert len(report["partitions"]) == 5
