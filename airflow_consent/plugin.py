@@ -1,9 +1,11 @@
-"""The Airflow plugin: a "Consent report" link on every gate task, pointing at its gate report.
+"""The Airflow plugin: a "Consent decisions" tab on every DAG run page, served by the plugin's
+FastAPI app under ``/consent``, and a "Consent report" link on every gate task pointing at that tab.
 
 Registered twice on purpose: through the ``airflow.plugins`` entry point (loaded in every
 deployment) and in provider info ``plugins`` (loaded only with ``[core] lazy_discover_providers =
-False``). No web app and no listener: nothing here is served without Airflow's own authentication,
-and nothing can swallow a gate's failure.
+False``). Every route of the app checks Airflow's auth manager itself (``airflow_consent.ui.app``):
+a mounted app inherits none of the core API's authentication. No listener: nothing here can swallow
+a gate's failure.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
 from airflow_consent.operators.consent import ConsentGateOperator
+from airflow_consent.ui.app import RUN_TAB_ROUTE, URL_PREFIX, create_consent_app
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -31,7 +34,7 @@ def _gate_classes() -> list[type]:
 
 
 class ConsentReportLink(BaseOperatorLink):
-    """The gate task instance's XCom tab in the Airflow UI, where its ``gate_report`` is."""
+    """The "Consent decisions" tab of the gate task's DAG run: every partition's decision in the ledger."""
 
     name = "Consent report"
     operators = _gate_classes()
@@ -41,14 +44,26 @@ class ConsentReportLink(BaseOperatorLink):
 
         base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
         path = "/".join(
-            quote(part, safe="")
-            for part in ("dags", ti_key.dag_id, "runs", ti_key.run_id, "tasks", ti_key.task_id, "xcom")
+            quote(part, safe="") for part in ("dags", ti_key.dag_id, "runs", ti_key.run_id, "plugin", RUN_TAB_ROUTE)
         )
         return f"{base}/{path}"
 
 
 class ConsentPlugin(AirflowPlugin):
-    """airflow-consent's plugin: the consent report link for gate operators and sensors."""
+    """airflow-consent's plugin: the consent decisions app and tab, and the consent report link for
+    gate operators and sensors."""
 
     name = "airflow_consent"
     operator_extra_links = [ConsentReportLink()]  # noqa: RUF012 - AirflowPlugin declares it a list
+    fastapi_apps = [  # noqa: RUF012
+        {"app": create_consent_app(), "url_prefix": URL_PREFIX, "name": "Consent decisions"},
+    ]
+    external_views = [  # noqa: RUF012
+        {
+            "name": "Consent decisions",
+            # relative: resolved against the UI's base URL, like the UI's own links
+            "href": URL_PREFIX.lstrip("/") + "/dags/{DAG_ID}/runs/{RUN_ID}/decisions",
+            "destination": "dag_run",
+            "url_route": RUN_TAB_ROUTE,
+        },
+    ]

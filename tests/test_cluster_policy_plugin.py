@@ -37,7 +37,7 @@ def test_the_plugin_loads_with_and_without_lazy_provider_discovery(tmp_path, laz
     assert loaded["errors"].get("airflow_consent") == expected
 
 
-def test_the_consent_report_link_points_at_the_gate_reports_xcom_tab():
+def test_the_consent_report_link_points_at_the_runs_consent_decisions_tab():
     from airflow.models.taskinstancekey import TaskInstanceKey
 
     from airflow_consent.plugin import ConsentReportLink
@@ -45,7 +45,7 @@ def test_the_consent_report_link_points_at_the_gate_reports_xcom_tab():
     key = TaskInstanceKey(dag_id="train", task_id="gate", run_id="manual__2026-01-01T00:00:00+00:00")
     link = ConsentReportLink().get_link(None, ti_key=key)
 
-    assert link.endswith("/dags/train/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/tasks/gate/xcom")
+    assert link.endswith("/dags/train/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/plugin/consent_decisions")
 
 
 def run_as_task_startup(function):

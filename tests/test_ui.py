@@ -1,0 +1,147 @@
+"""The "Consent decisions" tab and its JSON route, served by the plugin's FastAPI app inside Airflow's
+own API server app (``create_app()``, SimpleAuthManager), on a real ledger written by ``Ledger.record``."""
+
+from __future__ import annotations
+
+import pytest
+from test_ledger import DIGEST, VIOLATION, report, request, tamper
+
+from airflow_consent.ledger import Ledger
+
+RUN_ID = "manual__2026-01-01T00:00:00+00:00"
+PAGE = f"/consent/dags/train/runs/{RUN_ID}/decisions"
+API = f"/consent/api/dags/train/runs/{RUN_ID}/decisions"
+
+
+@pytest.fixture
+def ledger_url(tmp_path, monkeypatch) -> str:
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    monkeypatch.setenv("AIRFLOW__CONSENT__LEDGER_URL", url)
+    with Ledger(url) as ledger:
+        ledger.record(
+            report(("ds/a", True, "sha256:a"), ("ds/b", False, "sha256:b")),
+            request(run_id=RUN_ID),
+            mode="deny",
+            input_digest=DIGEST,
+        )
+        ledger.record(report(("ds/c", True, "sha256:c")), request(run_id="other"), mode="warn", input_digest=DIGEST)
+    return url
+
+
+@pytest.fixture(scope="module")
+def api(airflow_db):
+    """Airflow's API server app with the plugin mounted, SimpleAuthManager users admin and viewer."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(
+            "AIRFLOW__CORE__AUTH_MANAGER",
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        )
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
+        mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-" + "x" * 32)
+        from airflow.api_fastapi.app import create_app, purge_cached_app
+        from fastapi.testclient import TestClient
+
+        purge_cached_app()
+        app = create_app()
+        yield TestClient(app)
+        purge_cached_app()
+
+
+def token(role: str | None) -> str:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=role or "nobody", role=role))
+
+
+def bearer(role: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role)}"}
+
+
+@pytest.mark.parametrize("path", [PAGE, API])
+def test_every_route_needs_credentials(api, ledger_url, path):
+    assert api.get(path).status_code == 401
+    assert api.get(path, headers={"Authorization": "Bearer not-a-jwt"}).status_code == 403
+
+
+@pytest.mark.parametrize("path", [PAGE, API])
+def test_a_user_the_auth_manager_grants_no_dag_access_is_refused(api, ledger_url, path):
+    # SimpleAuthManager has no per-DAG permissions: a user without a role is refused every DAG
+    assert api.get(path, headers=bearer(None)).status_code == 403
+
+
+@pytest.mark.parametrize("role", ["admin", "viewer"])
+def test_the_json_route_lists_the_runs_decisions_per_partition(api, ledger_url, role):
+    response = api.get(API, headers=bearer(role))
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["verification"]["status"] == "OK"
+    assert body["verification"]["problems"] == []
+    assert body["verification"]["checked"] == 3
+    [a, b] = body["decisions"]  # the other run's partition ds/c is not listed
+    assert a["decision_id"] == b["decision_id"]
+    assert {k: a[k] for k in ("seq", "partition_id", "verdict", "rules", "mode", "fingerprint")} == {
+        "seq": 1,
+        "partition_id": "ds/a",
+        "verdict": "allow",
+        "rules": [],
+        "mode": "deny",
+        "fingerprint": "sha256:a",
+    }
+    assert b["verdict"] == "deny"
+    assert b["rules"] == [
+        {
+            "rule_id": VIOLATION.rule_id,
+            "severity": VIOLATION.severity,
+            "message": VIOLATION.message,
+            "remediation": VIOLATION.remediation,
+        }
+    ]
+    assert (b["policy_revision"], b["opa_version"]) == ("sha256:" + "ab" * 32, "1.22.3")
+
+
+def test_the_tab_renders_every_partitions_decision_with_the_cookie_of_a_ui_session(api, ledger_url):
+    api.cookies.set("_token", token("viewer"))
+    try:
+        response = api.get(PAGE)
+    finally:
+        api.cookies.clear()
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    page = response.text
+    assert "Ledger verification: OK" in page
+    for shown in ("ds/a", "ds/b", "CONSENT-001", "critical", VIOLATION.message, "collect consent", "1.22.3"):
+        assert shown in page
+    assert "ds/c" not in page
+
+
+def test_a_tampered_ledger_shows_tampered_with_its_problems(api, ledger_url):
+    tamper(ledger_url, "UPDATE consent_ledger SET allow = true, violations = '[]' WHERE seq = 2")
+
+    body = api.get(API, headers=bearer("viewer")).json()
+    page = api.get(PAGE, headers=bearer("viewer")).text
+
+    assert body["verification"]["status"] == "TAMPERED"
+    assert body["verification"]["problems"]
+    assert any("seq 2" in problem for problem in body["verification"]["problems"])
+    assert "Ledger verification: TAMPERED" in page
+    assert body["verification"]["problems"][0].split(":")[0] in page
+
+
+def test_a_run_without_decisions_says_so(api, ledger_url):
+    page = api.get("/consent/dags/train/runs/never/decisions", headers=bearer("viewer")).text
+
+    assert "No consent decision is recorded for this run." in page
+
+
+def test_the_plugin_registers_the_app_and_the_run_tab():
+    from airflow_consent.plugin import ConsentPlugin
+
+    [app] = ConsentPlugin.fastapi_apps
+    [view] = ConsentPlugin.external_views
+    assert app["url_prefix"] == "/consent"
+    assert view["destination"] == "dag_run"
+    assert view["url_route"] == "consent_decisions"
+    assert view["href"] == "consent/dags/{DAG_ID}/runs/{RUN_ID}/decisions"
