@@ -51,9 +51,7 @@ def _environment(service: dict) -> dict[str, str]:
 
 def _interpolated(value: str, env_file: Path = DOCKER / "env.example") -> str:
     """``value`` with compose's ``${NAME}`` / ``${NAME:?message}`` filled from ``env_file``."""
-    values = dict(
-        line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#")
-    )
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line and not line.startswith("#"))
     return re.sub(r"\$\{(\w+)(?::?[?-][^}]*)?\}", lambda m: values[m.group(1)], value)
 
 
