@@ -11,12 +11,18 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from pydantic import BaseModel
+
     from airflow_consent.ledger import Ledger, LedgerRecord
 
 app = typer.Typer(help="The decision ledger: verify its hash chain, show it, export it.", no_args_is_help=True)
 
 EXIT_TAMPERED = 1
 EXIT_BROKEN = 2
+
+CHAINS = ("decisions", "usage", "audit")
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="ledger database URL; default: [consent] ledger_url", show_default=False)
@@ -92,20 +98,34 @@ def show(
 def export(
     url: UrlOption = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write; default: stdout")] = None,
-    dag_id: Annotated[str | None, typer.Option(help="only this DAG")] = None,
-    run_id: Annotated[str | None, typer.Option(help="only this DAG run")] = None,
+    dag_id: Annotated[str | None, typer.Option(help="only this DAG (decisions)")] = None,
+    run_id: Annotated[str | None, typer.Option(help="only this DAG run (decisions)")] = None,
+    chain: Annotated[
+        str, typer.Option(help="decisions; usage (which training tasks used which partitions); audit (re-audits)")
+    ] = "decisions",
 ) -> None:
-    """Every record, all fields, one JSON object per line, in chain order."""
+    """Every record of a chain, all fields, one JSON object per line, in chain order."""
     import sys
 
     from airflow_consent.errors import ConsentError
 
+    if chain not in CHAINS:
+        raise typer.BadParameter(f"{chain!r} is not one of {', '.join(CHAINS)}", param_hint="--chain")
+    if chain != "decisions" and (dag_id or run_id):
+        raise typer.BadParameter("--dag-id and --run-id select decisions only", param_hint="--chain")
     try:
         with _ledger(url) as ledger:
+            records: Iterable[BaseModel] = (
+                ledger.iter_records(dag_id=dag_id, run_id=run_id)
+                if chain == "decisions"
+                else ledger.usage_records()[0]
+                if chain == "usage"
+                else ledger.audit_records()
+            )
             stream = output.open("w", encoding="utf-8") if output else sys.stdout
             try:
                 count = 0
-                for record in ledger.iter_records(dag_id=dag_id, run_id=run_id):
+                for record in records:
                     stream.write(record.model_dump_json() + "\n")
                     count += 1
             finally:

@@ -417,3 +417,23 @@ def test_usage_and_audit_chains_are_appended_signed_and_refuse_edits_on_each_bac
         ):
             conn.execute(text(statement))
     engine.dispose()
+
+
+def test_the_usage_and_audit_chains_export_as_json_lines(gated):
+    from typer.testing import CliRunner
+
+    from airflow_consent.cli import app
+
+    task, _, _, url = gated
+    enforce_clearance(task, context(task))
+
+    usage = CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "usage"])
+    assert usage.exit_code == 0, usage.output
+    (line,) = usage.output.splitlines()
+    exported = json.loads(line)
+    assert (exported["task_id"], exported["outlets"]) == ("train", [MODEL_OUTLET])
+    assert [p["id"] for p in exported["partitions"]] == [STUDIO_2024, STUDIO_2025]
+    assert CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "audit"]).output == ""
+    refused = CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "usage", "--dag-id", "x"])
+    assert refused.exit_code == 2 and "select decisions only" in refused.output
+    assert CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "models"]).exit_code == 2
