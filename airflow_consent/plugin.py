@@ -17,7 +17,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
 from airflow_consent.operators.consent import ConsentGateOperator
-from airflow_consent.ui.app import RUN_TAB_ROUTE, URL_PREFIX, create_consent_app
+from airflow_consent.ui import RUN_TAB_ROUTE, URL_PREFIX, ConsentApp
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -56,7 +56,7 @@ class ConsentPlugin(AirflowPlugin):
     name = "airflow_consent"
     operator_extra_links = [ConsentReportLink()]  # noqa: RUF012 - AirflowPlugin declares it a list
     fastapi_apps = [  # noqa: RUF012
-        {"app": create_consent_app(), "url_prefix": URL_PREFIX, "name": "Consent decisions"},
+        {"app": ConsentApp(), "url_prefix": URL_PREFIX, "name": "Consent decisions"},
     ]
     external_views = [  # noqa: RUF012
         {

@@ -3,6 +3,9 @@ own API server app (``create_app()``, SimpleAuthManager), on a real ledger writt
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from test_ledger import DIGEST, VIOLATION, report, request, tamper
 
@@ -145,3 +148,15 @@ def test_the_plugin_registers_the_app_and_the_run_tab():
     assert view["destination"] == "dag_run"
     assert view["url_route"] == "consent_decisions"
     assert view["href"] == "consent/dags/{DAG_ID}/runs/{RUN_ID}/decisions"
+
+
+def test_loading_the_plugin_leaves_fastapi_and_the_api_security_code_unimported():
+    # every Airflow process (workers, the DAG processor) loads the plugins; only the API server serves the app
+    code = (
+        "import sys, airflow_consent.plugin; "
+        "print(sorted(m for m in ('fastapi', 'airflow.api_fastapi.core_api.security', 'airflow_consent.ui.app') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+    assert out.strip().splitlines()[-1] == "[]"

@@ -19,9 +19,6 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from airflow_consent.ui.decisions import run_decisions
 
-URL_PREFIX = "/consent"
-RUN_TAB_ROUTE = "consent_decisions"
-
 _templates = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape(default=True)
 )
