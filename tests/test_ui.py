@@ -160,3 +160,14 @@ def test_loading_the_plugin_leaves_fastapi_and_the_api_security_code_unimported(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
 
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_the_api_server_lists_the_run_tab_and_the_app(api):
+    response = api.get("/api/v2/plugins", headers=bearer("admin"))
+
+    assert response.status_code == 200
+    [plugin] = [p for p in response.json()["plugins"] if p["name"] == "airflow_consent"]
+    assert [(v["name"], v["destination"], v["url_route"]) for v in plugin["external_views"]] == [
+        ("Consent decisions", "dag_run", "consent_decisions")
+    ]
+    assert [a["url_prefix"] for a in plugin["fastapi_apps"]] == ["/consent"]
