@@ -19,10 +19,14 @@ partition today's question:
 
 Each (partition, fingerprint used, purpose) gets a status: ``revoked`` (subjects on today's list
 are in the bytes used), ``denied`` (today's gate blocks those bytes), ``changed`` (the partition was
-re-delivered or purged since: today's verdict is of other bytes, so the use cannot be re-checked),
-``missing`` (the partition is gone) or ``ok``. The outcome is ``affected`` when any is revoked or
-denied, else ``unverifiable`` when any is changed or missing, else ``clean``; every audit is
-appended to the ledger's audit chain. Free of Airflow: the CLI and ``ConsentAuditOperator`` call it.
+re-delivered since: today's verdict is of other bytes, so the use cannot be re-checked), ``purged``
+(changed, but by deletion certificates of the ledger's purge chain that go from exactly the bytes
+used to those on disk now: the revoked rows are gone, the models trained on them are named for
+retraining), ``missing`` (the partition is gone) or ``ok``. The outcome is ``affected`` when any is
+revoked or denied, else ``unverifiable`` when any is changed or missing, else ``clean``: a purged
+finding is listed, with the models to retrain, but does not on its own make the audit fail (every
+later use was cleared on the purged bytes, so it is a finding of its own). Every audit is appended
+to the ledger's audit chain. Free of Airflow: the CLI and ``ConsentAuditOperator`` call it.
 """
 
 from __future__ import annotations
@@ -42,12 +46,12 @@ from airflow_consent.models import DecidedPartition
 if TYPE_CHECKING:
     from airflow_consent.gate import Log
     from airflow_consent.ledger import Ledger, LedgerRecord
-    from airflow_consent.ledger.usage import UsageRecord, UsedPartition
+    from airflow_consent.ledger.usage import PurgeRecord, UsageRecord, UsedPartition
     from airflow_consent.run import GateSettings
 
 log = logging.getLogger(__name__)
 
-Status = Literal["revoked", "denied", "changed", "missing", "ok"]
+Status = Literal["revoked", "denied", "changed", "purged", "missing", "ok"]
 Outcome = Literal["clean", "affected", "unverifiable"]
 AFFECTED: tuple[Status, ...] = ("revoked", "denied")
 UNVERIFIABLE: tuple[Status, ...] = ("changed", "missing")
@@ -93,6 +97,8 @@ class AuditFinding(_Model):
     revoked_rows: int | None
     note: str | None
     uses: list[AuditUse]
+    purge_ids: list[str] = []
+    """``purged``: the deletion certificates from the bytes used to those on disk now, in order"""
 
 
 class AuditSubject(_Model):
@@ -126,6 +132,10 @@ class AuditReport(_Model):
     @property
     def unverifiable(self) -> list[AuditFinding]:
         return [f for f in self.findings if f.status in UNVERIFIABLE]
+
+    @property
+    def purged(self) -> list[AuditFinding]:
+        return [f for f in self.findings if f.status == "purged"]
 
     def flagged_uses(self) -> list[AuditUse]:
         return [use for f in self.findings if f.status != "ok" for use in f.uses]
@@ -193,6 +203,7 @@ def audit_ledger(
     audited_at = datetime.now(UTC)
     usages, head = ledger.usage_records()
     selected = [u for u in usages if since is None or u.recorded_at >= since]
+    purges = _purge_steps(ledger.purge_records()) if usages else {}
     records = ledger.decision_records({d for u in selected for p in u.partitions for d in p.decision_ids})
     decided = {(r.decision_id, r.partition_id): r for r in records}
     pending: dict[tuple, _Pending] = {}
@@ -217,7 +228,7 @@ def audit_ledger(
         batches[(key[2:], item.used.root, item.used.dataset)].append(item)
     findings: list[AuditFinding] = []
     for batch in batches.values():
-        findings += _judge(batch, audited_at, logger)
+        findings += _judge(batch, audited_at, purges, logger)
     findings.sort(key=lambda f: (f.status == "ok", f.partition_id, f.purpose, f.fingerprint))
     outcome: Outcome = (
         "affected"
@@ -293,7 +304,27 @@ def _settings_today(arguments: dict[str, str | None] | None) -> GateSettings:
     return resolve(GateArguments(**kept), config)  # type: ignore[arg-type]  # enforcement: checked above
 
 
-def _judge(batch: list[_Pending], audited_at: datetime, logger: Log) -> list[AuditFinding]:
+_PurgeSteps = dict[tuple[str, str], tuple["PurgeRecord", str]]
+
+
+def _purge_steps(purges: list[PurgeRecord]) -> _PurgeSteps:
+    """(partition id, fingerprint before) -> (the certificate that purged those bytes, fingerprint after)."""
+    return {(p.id, p.fingerprint_before): (record, p.fingerprint_after) for record in purges for p in record.partitions}
+
+
+def _purged_by(purges: _PurgeSteps, partition_id: str, used: str, now: str) -> list[PurgeRecord]:
+    """The certificates leading from fingerprint ``used`` to ``now`` (empty: the bytes changed otherwise)."""
+    certificates: list[PurgeRecord] = []
+    fingerprint = used
+    while (step := purges.get((partition_id, fingerprint))) is not None and len(certificates) < len(purges):
+        certificates.append(step[0])
+        fingerprint = step[1]
+        if fingerprint == now:
+            return certificates
+    return []
+
+
+def _judge(batch: list[_Pending], audited_at: datetime, purges: _PurgeSteps, logger: Log) -> list[AuditFinding]:
     """Run today's gate over the partitions of one batch (one dataset, gate settings, purpose, model)."""
     from airflow_consent.models import GateRequest, Requester
     from airflow_consent.run import run_gate
@@ -322,9 +353,19 @@ def _judge(batch: list[_Pending], audited_at: datetime, logger: Log) -> list[Aud
     for item in batch:
         now = today.get(item.used.id)
         subjects, rows, note = revoked.get(item.used.id, ([], None, None))
+        certificates = _purged_by(purges, item.used.id, item.used.fingerprint, now.fingerprint) if now else []
         if now is None:
             status: Status = "missing"
             note = f"the partition is no longer in {item.used.root}: the bytes used cannot be re-checked"
+        elif certificates:
+            status = "purged"
+            removed = sum(p.rows_removed for c in certificates for p in c.partitions if p.id == item.used.id)
+            named = [f"{c.purge_id} (consent_purge seq {c.seq}, {c.recorded_at:%Y-%m-%d %H:%M}Z)" for c in certificates]
+            note = (
+                f"purged since it was used: {removed} row(s) of revoked subjects removed by deletion certificate(s) "
+                + ", ".join(named)
+                + "; retrain the models below, trained on the bytes before"
+            )
         elif now.fingerprint != item.used.fingerprint:
             status = "changed"
             note = (
@@ -347,6 +388,7 @@ def _judge(batch: list[_Pending], audited_at: datetime, logger: Log) -> list[Aud
                 revoked_rows=rows,
                 note=note,
                 uses=[AuditUse(**use) for use in sorted(item.uses.values(), key=lambda u: u["cleared_at"])],
+                purge_ids=[c.purge_id for c in certificates],
             )
         )
     return findings
@@ -441,6 +483,7 @@ def render_audit(report: AuditReport) -> str:
             f"Consent audit {report.outcome.upper()}: {len(report.affected)} affected and "
             f"{len(report.unverifiable)} unverifiable of {len(report.findings)} used partition(s) in {scope}; "
             f"{len(runs)} DAG run(s), {len(tasks)} training task(s), {len(models)} model(s) flagged"
+            + (f"; {len(report.purged)} purged since use (retrain)" if report.purged else "")
         )
     ]
     for finding in report.findings:

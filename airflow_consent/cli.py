@@ -141,6 +141,35 @@ def audit(
     raise typer.Exit(0 if report.outcome == "clean" else EXIT_DENIED)
 
 
+@app.command()
+def purge(
+    dataset: Annotated[str, typer.Argument(help="the dataset URI (hive-partitioned Parquet, local)")],
+    partition: Annotated[
+        list[str], typer.Option("--partition", help="a partition id, e.g. profile_photos/source=a/year=2025 (repeat)")
+    ],
+    dataset_config_path: Annotated[
+        str | None,
+        typer.Option(
+            help="directory of <dataset>.json evidence configurations; default: [consent] dataset_config_path"
+        ),
+    ] = None,
+    url: Annotated[str | None, typer.Option("--url", help="ledger database URL; default: [consent] ledger_url")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the purge as JSON")] = False,
+) -> None:
+    """Remove the rows of subjects on the dataset's revocation list from each partition (files rewritten
+    atomically, Parquet metadata kept) and record a deletion certificate in the ledger naming the uses
+    of the bytes before (the models to retrain). Exit 0 done (or nothing to remove), 2 error."""
+    from airflow_consent.errors import ConsentError
+    from airflow_consent.purge import purge_partitions, render_purge
+
+    try:
+        report = purge_partitions(dataset, partition, dataset_config_path=dataset_config_path, ledger_url=url)
+    except (ConsentError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BROKEN) from exc
+    typer.echo(report.model_dump_json(indent=2) if as_json else render_purge(report))
+
+
 @app.command("opa-path")
 def opa_path() -> None:
     """Print the pinned OPA binary's path, building or downloading it first if needed."""

@@ -4,7 +4,8 @@
 record's sequence number and hash, updated in the same transaction as each append, so a truncated
 tail is detected. Two more chains are built the same way, each a records table with a head table of
 its own: ``consent_usage`` (which training task was cleared on which decisions, and the models it
-produces) and ``consent_audit`` (each re-audit of those uses); they are created on their first
+produces), ``consent_audit`` (each re-audit of those uses) and ``consent_purge`` (each deletion
+certificate: the rows of revoked subjects removed from partitions); they are created on their first
 append, so a ledger created before them is read as having none. The triggers (SQLite and
 PostgreSQL) refuse UPDATE, DELETE and TRUNCATE of records and any move of the head backwards:
 defence in depth against mistakes; someone who can drop triggers can still tamper, and that is what
@@ -72,6 +73,8 @@ USAGE_TABLE = "consent_usage"
 USAGE_HEAD_TABLE = "consent_usage_head"
 AUDIT_TABLE = "consent_audit"
 AUDIT_HEAD_TABLE = "consent_audit_head"
+PURGE_TABLE = "consent_purge"
+PURGE_HEAD_TABLE = "consent_purge_head"
 
 chain_metadata = MetaData()  # apart from ``metadata``: creating the decision tables never creates these
 
@@ -116,6 +119,27 @@ audit_table = Table(
     Index("ix_consent_audit_id", "audit_id", unique=True),
 )
 audit_head_table = _head_table(AUDIT_HEAD_TABLE, chain_metadata)
+
+purge_table = Table(
+    PURGE_TABLE,
+    chain_metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("recorded_at", String(40), nullable=False),
+    Column("purge_id", Text, nullable=False),
+    Column("requested_by", Text),
+    Column("dataset", Text, nullable=False),
+    Column("root", Text, nullable=False),
+    Column("revocation_list", Text, nullable=False),  # where the revoked subject ids were read (no credentials)
+    Column("rows_removed", Integer, nullable=False),
+    Column("partitions", Text, nullable=False),  # canonical JSON: id, rows, sha256 of subject ids, fingerprints
+    Column("retrain", Text, nullable=False),  # canonical JSON: the uses of the bytes before (run, task, outlets)
+    Column("prev_hash", String(80), nullable=False),
+    Column("record_hash", String(80), nullable=False),
+    Column("signature", String(120), nullable=False),
+    Index("ix_consent_purge_record_hash", "record_hash", unique=True),
+    Index("ix_consent_purge_id", "purge_id", unique=True),
+)
+purge_head_table = _head_table(PURGE_HEAD_TABLE, chain_metadata)
 
 
 def _sqlite_triggers(records: str, head: str) -> list[str]:

@@ -4,7 +4,7 @@ Appends are serialized so the chain never forks: SQLite takes the database write
 (``BEGIN IMMEDIATE``, waiting up to the busy timeout), PostgreSQL a transaction-scoped advisory
 lock. Under the lock an append reads the head, checks it against the last record, chains the new
 records onto it, signs them with the deployment's key (``ledger/keys.py``), inserts them and moves
-the head, all in one transaction. The usage and audit chains (``ledger/usage.py``) are appended
+the head, all in one transaction. The usage, audit and purge chains (``ledger/usage.py``) are appended
 under the same lock, each onto its own head, and read back whole and verified.
 """
 
@@ -47,7 +47,17 @@ from airflow_consent.ledger.schema import (
     metadata,
     trigger_ddl,
 )
-from airflow_consent.ledger.usage import AUDIT, USAGE, AuditRecord, Chain, UsageRecord, chain_problems, chained_rows
+from airflow_consent.ledger.usage import (
+    AUDIT,
+    PURGE,
+    USAGE,
+    AuditRecord,
+    Chain,
+    PurgeRecord,
+    UsageRecord,
+    chain_problems,
+    chained_rows,
+)
 from airflow_consent.ledger.verify import Head, VerifyResult, verify_chain
 
 if TYPE_CHECKING:
@@ -286,6 +296,11 @@ class Ledger:
         (row,) = self._append_chained(AUDIT, [content])
         return AuditRecord.from_row(row)
 
+    def record_purge(self, content: dict[str, Any]) -> PurgeRecord:
+        """Append one deletion certificate (``airflow_consent.purge``); return it."""
+        (row,) = self._append_chained(PURGE, [content])
+        return PurgeRecord.from_row(row)
+
     def usage_records(self) -> tuple[list[UsageRecord], Head]:
         """Every usage record in chain order, and the usage head, after verifying the whole usage chain."""
         rows, head = self._read_chain(USAGE)
@@ -295,6 +310,11 @@ class Ledger:
         """Every audit record in chain order, after verifying the whole audit chain."""
         rows, _ = self._read_chain(AUDIT)
         return [AuditRecord.from_row(row) for row in rows]
+
+    def purge_records(self) -> list[PurgeRecord]:
+        """Every deletion certificate in chain order, after verifying the whole purge chain."""
+        rows, _ = self._read_chain(PURGE)
+        return [PurgeRecord.from_row(row) for row in rows]
 
     def decision_records(self, decision_ids: set[str]) -> list[LedgerRecord]:
         """The records of the decisions ``decision_ids``, in chain order, checked like a clearance checks
@@ -439,13 +459,12 @@ class Ledger:
 
     def verify(self, *, anchor: Head | None = None) -> VerifyResult:
         """Recompute the whole chain, and check every signature when this machine has the deployment's
-        key; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites. The usage and audit
-        chains are checked too: their problems are added, each naming its chain."""
+        key; ``anchor`` (an earlier head, kept elsewhere) also catches rewrites. The usage, audit and
+        purge chains are checked too: their problems are added, each naming its chain."""
         result = self._verify_decisions(anchor)
         key = self._deployment_key(create=False)
-        problems = [
-            problem for chain in (USAGE, AUDIT) for problem in chain_problems(chain, *self._chain_rows(chain), key)
-        ]
+        chains = (USAGE, AUDIT, PURGE)
+        problems = [problem for chain in chains for problem in chain_problems(chain, *self._chain_rows(chain), key)]
         return dataclasses.replace(result, ok=False, problems=[*result.problems, *problems]) if problems else result
 
     def _verify_decisions(self, anchor: Head | None) -> VerifyResult:

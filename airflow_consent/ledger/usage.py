@@ -4,7 +4,10 @@ A **usage record** is appended when the run-time clearance lets a training task 
 (DAG, run, task id, map index, try), each partition it was cleared on (id, URI, fingerprint, the
 gate that checked it and the decision ids that allowed it), the arguments of those gates (so an
 audit can ask the same question again) and the task's outlets (the models it produces). An **audit
-record** holds one re-audit of those uses (``airflow_consent.audit``).
+record** holds one re-audit of those uses (``airflow_consent.audit``); a **purge record** is a
+deletion certificate (``airflow_consent.purge``): which partitions lost the rows of which revoked
+subjects (as ``sha256`` of their ids, never the ids), their fingerprints before and after, and the
+uses of the bytes before (the models to retrain).
 
 Each is a chain of its own, hashed like the decision records (``records.py``): ``record_hash`` is
 ``sha256`` over the canonical JSON of the stored content, its ``prev_hash``, the chain's name (so a
@@ -24,7 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_consent.errors import LedgerTampered
 from airflow_consent.ledger.records import GENESIS, canonical_json, describe_invalid, sha256_digest, timestamp
-from airflow_consent.ledger.schema import audit_head_table, audit_table, usage_head_table, usage_table
+from airflow_consent.ledger.schema import (
+    audit_head_table,
+    audit_table,
+    purge_head_table,
+    purge_table,
+    usage_head_table,
+    usage_table,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Table
@@ -61,6 +71,7 @@ class Chain:
 
 USAGE = Chain(usage_table, usage_head_table, json_fields=("partitions", "gates", "outlets"))
 AUDIT = Chain(audit_table, audit_head_table, json_fields=("result",))
+PURGE = Chain(purge_table, purge_head_table, json_fields=("partitions", "retrain"))
 
 
 class _ChainRecord(BaseModel):
@@ -134,6 +145,51 @@ class AuditRecord(_ChainRecord):
     outcome: Literal["clean", "affected", "unverifiable"]
     affected: int
     result: dict[str, Any]
+
+
+class PurgedPartition(BaseModel):
+    """One partition a purge rewrote: what was removed, and its fingerprint before and after."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    id: str
+    uri: str
+    files: list[str] = Field(description="the data files rewritten")
+    rows_before: int
+    rows_removed: int
+    subjects: list[str] = Field(description="sha256:<hex> of each removed subject's id, as text; never the ids")
+    fingerprint_before: str
+    fingerprint_after: str
+
+
+class RetrainUse(BaseModel):
+    """A training task that was cleared on a purged partition's bytes before the purge."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    partition_id: str
+    fingerprint: str
+    usage_seq: int
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    outlets: list[str]
+
+
+class PurgeRecord(_ChainRecord):
+    """A deletion certificate: the rows of revoked subjects removed from ``partitions``."""
+
+    chain: ClassVar[Chain] = PURGE
+
+    purge_id: str
+    requested_by: str | None
+    dataset: str
+    root: str
+    revocation_list: str
+    rows_removed: int
+    partitions: list[PurgedPartition] = Field(min_length=1)
+    retrain: list[RetrainUse]
 
 
 def chained_rows(
