@@ -4,7 +4,8 @@ The compose file's structure (healthchecks, ``service_healthy`` dependencies, th
 settings), the Dockerfile's pins, ``.dockerignore``, and the OPA server as the image runs it: the
 policy bundle beside the token authorization bundle under a real ``opa run --server``, with the
 compose healthcheck command run against it. ``compose config`` runs when a compose binary is found
-(``$AIRFLOW_CONSENT_COMPOSE``, else ``docker-compose`` or ``docker compose`` on PATH).
+(``$AIRFLOW_CONSENT_COMPOSE``, else ``docker-compose`` or ``docker compose`` on PATH, else one built
+from the Go module into the airflow-consent cache, ``<cache>/compose/<version>/compose``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import pytest
 import yaml
 from conftest import REPO, free_port
 
-from airflow_consent.engines.opa_binary import OPA_VERSION
+from airflow_consent.engines.opa_binary import OPA_VERSION, cache_dir
 from airflow_consent.policies import policy_revision
 
 DOCKER = REPO / "docker"
@@ -127,7 +128,8 @@ def _compose_command() -> list[str] | None:
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         return [docker, "compose"]
-    return None
+    built = sorted((cache_dir() / "compose").glob("*/compose"))
+    return [str(built[-1])] if built else None
 
 
 def test_compose_config_passes() -> None:
