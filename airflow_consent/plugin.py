@@ -17,7 +17,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
 from airflow_consent.operators.consent import ConsentGateOperator
-from airflow_consent.ui import RUN_TAB_ROUTE, URL_PREFIX, ConsentApp
+from airflow_consent.ui import NAV_ROUTE, RUN_TAB_ROUTE, URL_PREFIX, ConsentApp
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -65,5 +65,12 @@ class ConsentPlugin(AirflowPlugin):
             "href": URL_PREFIX.lstrip("/") + "/dags/{DAG_ID}/runs/{RUN_ID}/decisions",
             "destination": "dag_run",
             "url_route": RUN_TAB_ROUTE,
+        },
+        {
+            "name": "Consent decisions",
+            "href": URL_PREFIX.lstrip("/") + "/decisions",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": NAV_ROUTE,
         },
     ]

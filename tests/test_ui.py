@@ -21,9 +21,10 @@ from test_ledger import DIGEST, VIOLATION, report, request, tamper
 
 from airflow_consent.ledger import Ledger
 
+DAG_ID = "consent_ui_train"  # a name no other test module puts in the session's metadata DB
 RUN_ID = "manual__2026-01-01T00:00:00+00:00"
-PAGE = f"/consent/dags/train/runs/{RUN_ID}/decisions"
-API = f"/consent/api/dags/train/runs/{RUN_ID}/decisions"
+PAGE = f"/consent/dags/{DAG_ID}/runs/{RUN_ID}/decisions"
+API = f"/consent/api/dags/{DAG_ID}/runs/{RUN_ID}/decisions"
 
 
 @pytest.fixture
@@ -36,16 +37,18 @@ def empty_ledger_url(tmp_path, monkeypatch) -> str:
 
 @pytest.fixture
 def ledger_url(empty_ledger_url) -> str:
-    """Run RUN_ID of DAG train: partitions ds/a (allowed) and ds/b (denied); run other: ds/c."""
+    """Run RUN_ID of DAG DAG_ID: partitions ds/a (allowed) and ds/b (denied); run other: ds/c."""
     url = empty_ledger_url
     with Ledger(url) as ledger:
         ledger.record(
             report(("ds/a", True, "sha256:a"), ("ds/b", False, "sha256:b")),
-            request(run_id=RUN_ID),
+            request(dag_id=DAG_ID, run_id=RUN_ID),
             mode="deny",
             input_digest=DIGEST,
         )
-        ledger.record(report(("ds/c", True, "sha256:c")), request(run_id="other"), mode="warn", input_digest=DIGEST)
+        ledger.record(
+            report(("ds/c", True, "sha256:c")), request(dag_id=DAG_ID, run_id="other"), mode="warn", input_digest=DIGEST
+        )
     return url
 
 
@@ -152,7 +155,7 @@ def test_a_tampered_ledger_shows_tampered_with_its_problems(api, ledger_url):
 
 
 def test_a_run_without_decisions_says_so(api, ledger_url):
-    page = api.get("/consent/dags/train/runs/never/decisions", headers=bearer("viewer")).text
+    page = api.get(f"/consent/dags/{DAG_ID}/runs/never/decisions", headers=bearer("viewer")).text
 
     assert "No consent decision is recorded for this run." in page
 
@@ -161,11 +164,11 @@ def test_the_plugin_registers_the_app_and_the_run_tab():
     from airflow_consent.plugin import ConsentPlugin
 
     [app] = ConsentPlugin.fastapi_apps
-    [view] = ConsentPlugin.external_views
+    [tab, nav] = ConsentPlugin.external_views
     assert app["url_prefix"] == "/consent"
-    assert view["destination"] == "dag_run"
-    assert view["url_route"] == "consent_decisions"
-    assert view["href"] == "consent/dags/{DAG_ID}/runs/{RUN_ID}/decisions"
+    assert (tab["destination"], tab["url_route"]) == ("dag_run", "consent_decisions")
+    assert tab["href"] == "consent/dags/{DAG_ID}/runs/{RUN_ID}/decisions"
+    assert (nav["destination"], nav["url_route"], nav["href"]) == ("nav", "consent_decisions_all", "consent/decisions")
 
 
 def test_loading_the_plugin_leaves_fastapi_and_the_api_security_code_unimported():
@@ -180,15 +183,49 @@ def test_loading_the_plugin_leaves_fastapi_and_the_api_security_code_unimported(
     assert out.strip().splitlines()[-1] == "[]"
 
 
-def test_the_api_server_lists_the_run_tab_and_the_app(api):
+def test_the_api_server_lists_the_views_and_the_app(api):
     response = api.get("/api/v2/plugins", headers=bearer("admin"))
 
     assert response.status_code == 200
     [plugin] = [p for p in response.json()["plugins"] if p["name"] == "airflow_consent"]
     assert [(v["name"], v["destination"], v["url_route"]) for v in plugin["external_views"]] == [
-        ("Consent decisions", "dag_run", "consent_decisions")
+        ("Consent decisions", "dag_run", "consent_decisions"),
+        ("Consent decisions", "nav", "consent_decisions_all"),
     ]
     assert [a["url_prefix"] for a in plugin["fastapi_apps"]] == ["/consent"]
+
+
+@pytest.fixture(scope="module")
+def dag_train(airflow_db, tmp_path_factory):
+    """DAG ``DAG_ID`` in the metadata DB (the deployment-wide page shows only DAGs the auth manager knows)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    folder = tmp_path_factory.mktemp("dags")
+    (folder / f"{DAG_ID}.py").write_text(DAG.replace("consent_ui_browser", DAG_ID))
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(DagBag(dag_folder=str(folder)), "dags-folder", None)
+
+
+@pytest.mark.parametrize("path", ["/consent/decisions", "/consent/api/decisions"])
+def test_the_deployment_wide_routes_need_credentials(api, ledger_url, path):
+    assert api.get(path).status_code == 401
+
+
+def test_the_deployment_wide_page_shows_the_readable_dags_decisions(api, ledger_url, dag_train):
+    tamper(ledger_url, "UPDATE consent_ledger SET dag_id = 'not_in_the_db' WHERE seq = 3")
+
+    body = api.get("/consent/api/decisions", headers=bearer("viewer")).json()
+    page = api.get("/consent/decisions", headers=bearer("viewer")).text
+    refused = api.get("/consent/api/decisions", headers=bearer(None)).json()
+
+    assert [(d["seq"], d["dag_id"], d["run_id"]) for d in body["decisions"]] == [
+        (1, DAG_ID, RUN_ID),
+        (2, DAG_ID, RUN_ID),
+    ]
+    assert body["verification"]["status"] == "TAMPERED"  # seq 3 was edited
+    assert "ds/b" in page and "ds/c" not in page and "Ledger verification: TAMPERED" in page
+    assert refused["decisions"] == []  # a user without a role may read no DAG
 
 
 CHROMIUM = "/usr/bin/chromium"

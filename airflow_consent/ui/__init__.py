@@ -11,6 +11,7 @@ from typing import Any
 
 URL_PREFIX = "/consent"
 RUN_TAB_ROUTE = "consent_decisions"
+NAV_ROUTE = "consent_decisions_all"
 
 
 class ConsentApp:
