@@ -296,3 +296,52 @@ def test_a_partition_changed_after_its_purge_is_changed_again(used):
 
     assert {f.partition_id: f.status for f in audited.findings} == {STUDIO_2024: "ok", STUDIO_2025: "changed"}
     assert audited.outcome == "unverifiable"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_purge_chain_is_appended_signed_verified_and_refuses_edits_on_each_backend(backend, tmp_path, request):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    from airflow_consent.ledger.store import normalize_url
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    partition = {
+        "id": STUDIO_2025,
+        "uri": "file:///lake/profile_photos/source=studio_optin/year=2025",
+        "files": ["part-0.parquet"],
+        "rows_before": 10,
+        "rows_removed": 2,
+        "subjects": [subject_digest("s-1")],
+        "fingerprint_before": "sha256:" + "1" * 64,
+        "fingerprint_after": "sha256:" + "2" * 64,
+    }
+    content = {
+        "requested_by": "cli:test",
+        "dataset": "profile_photos",
+        "root": "file:///lake/profile_photos",
+        "revocation_list": "revoked.csv",
+        "rows_removed": 2,
+        "partitions": [partition],
+        "retrain": [],
+    }
+    with Ledger(url) as ledger:
+        ledger.record_purge({**content, "purge_id": "p-1"})
+        ledger.record_purge({**content, "purge_id": "p-2"})
+        first, second = ledger.purge_records()  # read back through the whole chain's verification
+    assert (first.seq, first.purge_id, second.seq, second.prev_hash) == (1, "p-1", 2, first.record_hash)
+    assert first.partitions[0].model_dump() == partition
+    engine = create_engine(normalize_url(url))
+    for statement in (
+        "UPDATE consent_purge SET retrain = '[]'",
+        "DELETE FROM consent_purge WHERE seq = 2",
+        "UPDATE consent_purge_head SET last_seq = 1",
+        "DELETE FROM consent_purge_head",
+        *(["TRUNCATE consent_purge"] if backend == "postgresql" else []),
+    ):
+        with (
+            pytest.raises(DBAPIError, match="append-only|only moves forward|cannot be deleted"),
+            engine.begin() as conn,
+        ):
+            conn.execute(text(statement))
+    engine.dispose()
