@@ -35,8 +35,8 @@ def create_consent_app() -> FastAPI:
 
     @app.get("/dags/{dag_id}/runs/{run_id}/decisions", response_class=HTMLResponse, dependencies=_can_read_run)
     def run_decisions_page(dag_id: str, run_id: str) -> HTMLResponse:
-        page = _templates.get_template("run_decisions.html").render(**run_decisions(dag_id, run_id))
-        return HTMLResponse(page)
+        heading = f"DAG {dag_id}, run {run_id}"
+        return _page(heading=heading, **run_decisions(dag_id, run_id))
 
     @app.get("/api/dags/{dag_id}/runs/{run_id}/decisions", dependencies=_can_read_run)
     def run_decisions_json(dag_id: str, run_id: str) -> dict[str, Any]:
@@ -44,14 +44,19 @@ def create_consent_app() -> FastAPI:
 
     @app.get("/decisions", response_class=HTMLResponse)
     def recent_decisions_page(user: GetUserDep, limit: int = Query(200, ge=1, le=5000)) -> HTMLResponse:
-        found = recent_decisions(_readable_dag_ids(user), limit=limit)
-        return HTMLResponse(_templates.get_template("recent_decisions.html").render(**found))
+        heading = f"The latest {limit} records of the ledger, of the DAGs you may read"
+        return _page(heading=heading, **recent_decisions(_readable_dag_ids(user), limit=limit))
 
     @app.get("/api/decisions")
     def recent_decisions_json(user: GetUserDep, limit: int = Query(200, ge=1, le=5000)) -> dict[str, Any]:
         return recent_decisions(_readable_dag_ids(user), limit=limit)
 
     return app
+
+
+def _page(**context: Any) -> HTMLResponse:
+    """The decisions table (``templates/decisions.html``): a run's when ``context`` has a ``run_id``."""
+    return HTMLResponse(_templates.get_template("decisions.html").render(**context))
 
 
 def _readable_dag_ids(user: Any) -> set[str]:
