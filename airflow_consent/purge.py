@@ -78,6 +78,8 @@ class _Plan:
 
     partition: DiscoveredPartition
     rewrites: dict[str, bytes]
+    read: dict[str, str]
+    """the SHA-256 of each file to rewrite as it was read"""
     rows_before: int
     rows_removed: int
     subjects: list[str]
@@ -226,6 +228,7 @@ def _plan(partition: DiscoveredPartition, names: list[str], column: str, revocat
     return _Plan(
         partition=partition,
         rewrites=rewrites,
+        read={name: hashlib.sha256(contents[name]).hexdigest() for name in rewrites},
         rows_before=rows_before,
         rows_removed=rows_removed,
         subjects=sorted(subjects),
@@ -308,9 +311,16 @@ def _certify(ledger: Ledger, report: PurgeReport, requested_by: str) -> int:
 
 
 def _rewrite(plan: _Plan) -> None:
-    """Replace each rewritten file atomically: a hidden temporary file beside it, then ``os.replace``."""
+    """Replace each rewritten file atomically: a hidden temporary file beside it, then ``os.replace``;
+    a file that is no longer the one read is left as it is (``PurgeFailed``)."""
     for name, data in plan.rewrites.items():
         target = plan.partition.path_of(name)
+        with open(target, "rb") as handle:
+            if hashlib.file_digest(handle, "sha256").hexdigest() != plan.read[name]:
+                raise PurgeFailed(
+                    f"{plan.partition.id}/{name}: changed since the purge read it; left as it is (the deletion "
+                    "certificate is recorded; the audit will report the partition changed): run the purge again"
+                )
         directory, base = os.path.split(target)
         temporary = os.path.join(directory, f".{base}.purge-{uuid.uuid4().hex}.tmp")
         try:

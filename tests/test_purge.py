@@ -345,3 +345,32 @@ def test_the_purge_chain_is_appended_signed_verified_and_refuses_edits_on_each_b
         ):
             conn.execute(text(statement))
     engine.dispose()
+
+
+def test_a_file_changed_while_it_is_purged_is_not_overwritten(used, monkeypatch):
+    import airflow_consent.purge as purge
+
+    dataset, datasets, url, _ = used
+    data_file = dataset / "source=studio_optin" / "year=2025" / "part-0.parquet"
+    certify = purge._certify
+    delivered: list[bytes] = []
+
+    def delivered_meanwhile(*args, **kwargs):
+        seq = certify(*args, **kwargs)
+        pq.write_table(pq.read_table(data_file).slice(1), data_file)  # a provider re-delivers it meanwhile
+        delivered.append(data_file.read_bytes())
+        return seq
+
+    monkeypatch.setattr(purge, "_certify", delivered_meanwhile)
+    with pytest.raises(purge.PurgeFailed, match="changed since the purge read it; left as it is"):
+        purge_partitions(str(dataset), [STUDIO_2025], dataset_config_path=str(datasets), ledger_url=url)
+
+    assert [data_file.read_bytes()] == delivered  # the re-delivery is kept, not overwritten
+    assert set(subjects(data_file)) & set(_revoked(datasets))
+    with Ledger(url) as ledger:
+        audited = audit_ledger(ledger)
+    assert {f.partition_id: f.status for f in audited.findings}[STUDIO_2025] == "changed"
+
+
+def _revoked(datasets: Path) -> list[str]:
+    return [line.split(",")[0] for line in (datasets / "revoked_subjects.csv").read_text().splitlines()[1:]]
