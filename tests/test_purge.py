@@ -186,8 +186,13 @@ def test_a_partition_with_nothing_to_remove_is_left_byte_identical_and_uncertifi
     assert result.exit_code == 0, result.output
     assert f"  UNCHANGED  {STUDIO_2024}: no row of a revoked subject" in result.output
     assert data_file.read_bytes() == before and data_file.stat().st_ino == stat.st_ino
+    arguments = ["--partition", STUDIO_2024, "--dataset-config-path", str(datasets), "--url", url, "--json"]
+    as_json = invoke("purge", str(dataset), *arguments)
+    assert as_json.exit_code == 0, as_json.output
+    report = json.loads(as_json.output)
+    assert (report["purged"], report["unchanged"], report["recorded_seq"]) == ([], [STUDIO_2024], None)
     with Ledger(url) as ledger:
-        assert ledger.purge_records() == []
+        assert ledger.purge_records() == []  # nothing removed: no certificate
 
 
 @pytest.mark.parametrize("broken", ["no revocation list", "list file missing", "no subject column"])
