@@ -22,7 +22,7 @@ app = typer.Typer(help="The decision ledger: verify its hash chain, show it, exp
 EXIT_TAMPERED = 1
 EXIT_BROKEN = 2
 
-CHAINS = ("decisions", "usage", "audit")
+CHAINS = ("decisions", "usage", "audit", "purge")
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="ledger database URL; default: [consent] ledger_url", show_default=False)
@@ -101,7 +101,11 @@ def export(
     dag_id: Annotated[str | None, typer.Option(help="only this DAG (decisions)")] = None,
     run_id: Annotated[str | None, typer.Option(help="only this DAG run (decisions)")] = None,
     chain: Annotated[
-        str, typer.Option(help="decisions; usage (which training tasks used which partitions); audit (re-audits)")
+        str,
+        typer.Option(
+            help="decisions; usage (which training tasks used which partitions); audit (re-audits); purge "
+            "(deletion certificates)"
+        ),
     ] = "decisions",
 ) -> None:
     """Every record of a chain, all fields, one JSON object per line, in chain order."""
@@ -121,6 +125,8 @@ def export(
                 else ledger.usage_records()[0]
                 if chain == "usage"
                 else ledger.audit_records()
+                if chain == "audit"
+                else ledger.purge_records()
             )
             stream = output.open("w", encoding="utf-8") if output else sys.stdout
             try:

@@ -434,6 +434,7 @@ def test_the_usage_and_audit_chains_export_as_json_lines(gated):
     assert (exported["task_id"], exported["outlets"]) == ("train", [MODEL_OUTLET])
     assert [p["id"] for p in exported["partitions"]] == [STUDIO_2024, STUDIO_2025]
     assert CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "audit"]).output == ""
+    assert CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "purge"]).output == ""
     refused = CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "usage", "--dag-id", "x"])
     assert refused.exit_code == 2 and "select decisions only" in refused.output
     assert CliRunner().invoke(app, ["ledger", "export", "--url", url, "--chain", "models"]).exit_code == 2
