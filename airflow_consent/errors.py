@@ -17,6 +17,7 @@
     ├── OpaProvisioningError        no route yielded an opa binary (the local engine reports it as EngineUnreachable)
     ├── RevocationListUnreadable    .source: the partitions that need the list are denied (EVIDENCE-005)
     ├── PolicyLintError             OPA could not read a policy directory at all
+    ├── PurgeFailed                 a purge's data files changed under it, or could not be rewritten
     └── LedgerError                 the ledger could not be read or appended to: fail closed, a retry may help
         └── LedgerTampered          hashes, links or signatures do not verify
 
@@ -117,6 +118,10 @@ class RevocationListUnreadable(ConsentError):
 
 class PolicyLintError(ConsentError):
     """OPA could not read a policy directory at all (a parse error, an unreadable METADATA block)."""
+
+
+class PurgeFailed(ConsentError):
+    """The data files changed under the purge, or could not be rewritten."""
 
 
 class LedgerError(ConsentError):

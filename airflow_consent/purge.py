@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from airflow_consent.errors import ConsentConfigurationError, ConsentError
+from airflow_consent.errors import ConsentConfigurationError, PurgeFailed
 from airflow_consent.ledger.usage import PurgedPartition, RetrainUse
 
 if TYPE_CHECKING:
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
     from airflow_consent.ledger import Ledger
 
 log = logging.getLogger(__name__)
-
-
-class PurgeFailed(ConsentError):
-    """The data files changed under the purge, or could not be rewritten."""
 
 
 class PurgeReport(BaseModel):

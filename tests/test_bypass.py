@@ -120,7 +120,7 @@ def test_control_run_trains_and_the_gate_has_a_consent_report_link(world):
     links = airflow.request(
         "GET", f"/api/v2/dags/bypass_control/dagRuns/{run_id}/taskInstances/consent_gate/links"
     ).json()
-    assert links["extra_links"]["Consent report"].endswith("/tasks/consent_gate/xcom")
+    assert links["extra_links"]["Consent report"].endswith("/plugin/consent_decisions")  # the run's decisions tab
 
 
 def test_a_failed_gate_marked_success_by_hand_does_not_clear_training(world):
