@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,8 +76,16 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_opa_server(binary: Path, bundle: Path | None, port: int | None = None) -> Iterator[str]:
-    """Run ``opa run --server`` on a free loopback port with ``bundle`` loaded (if any); yield its URL."""
+def running_opa_server(
+    binary: Path,
+    bundle: Path | None,
+    port: int | None = None,
+    *,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """Run ``opa run --server`` on a free loopback port with ``bundle`` loaded (if any), ``args`` after
+    it and the environment ``env`` (default: this process's); yield its URL once it listens."""
     port = port or free_port()
     process = subprocess.Popen(
         [
@@ -89,7 +97,9 @@ def running_opa_server(binary: Path, bundle: Path | None, port: int | None = Non
             "--log-level",
             "error",
             *(["--bundle", str(bundle)] if bundle else []),
+            *args,
         ],
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

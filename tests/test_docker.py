@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, free_port
+from conftest import REPO, running_opa_server
 
 from airflow_consent.engines.opa_binary import OPA_VERSION, cache_dir
 from airflow_consent.policies import policy_revision
@@ -166,42 +165,13 @@ def policy_bundle(opa_binary: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @contextmanager
 def _opa_server(binary: Path, bundle: Path, token: str | None) -> Iterator[str]:
-    port = free_port()
+    """The image's OPA server: the policy bundle, the authz bundle, token authentication."""
     env = {key: value for key, value in os.environ.items() if key != "OPA_AUTH_TOKEN"}
     if token is not None:
         env["OPA_AUTH_TOKEN"] = token
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "run",
-            "--server",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "error",
-            "--authentication=token",
-            "--authorization=basic",
-            "--bundle",
-            str(bundle),
-            str(DOCKER / "opa"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while _status(f"{url}/health?bundles") != 200:
-            if process.poll() is not None:
-                raise RuntimeError(f"opa exited: {process.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("opa was not healthy within 30 s")
-            time.sleep(0.1)
+    args = ["--authentication=token", "--authorization=basic", str(DOCKER / "opa")]
+    with running_opa_server(binary, bundle, args=args, env=env) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def _status(url: str, token: str | None = None, body: dict | None = None) -> int | None:
