@@ -352,10 +352,6 @@ def test_the_audit_operator_checks_its_since_when_the_dag_is_parsed():
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_usage_and_audit_chains_are_appended_signed_and_refuse_edits_on_each_backend(backend, tmp_path, request):
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import DBAPIError
-
-    from airflow_consent.ledger.store import normalize_url
     from airflow_consent.ledger.usage import UsedPartition
 
     url = f"sqlite:///{tmp_path / 'ledger.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
@@ -402,15 +398,26 @@ def test_usage_and_audit_chains_are_appended_signed_and_refuse_edits_on_each_bac
     ]
     assert head.seq == 2 and head.hash == usages[1].record_hash and usages[1].prev_hash == usages[0].record_hash
     assert (recorded.seq, recorded.audit_id, recorded.outcome, recorded.result) == (1, "a-1", "clean", {"findings": []})
-    engine = create_engine(normalize_url(url))
-    for statement in (
+    refused_by_the_database(
+        url,
         "UPDATE consent_usage SET outlets = '[]'",
         "DELETE FROM consent_usage WHERE seq = 2",
         "UPDATE consent_usage_head SET last_seq = 1",
         "DELETE FROM consent_audit_head",
         "UPDATE consent_audit SET outcome = 'clean'",
         *(["TRUNCATE consent_usage"] if backend == "postgresql" else []),
-    ):
+    )
+
+
+def refused_by_the_database(url: str, *statements: str) -> None:
+    """Each statement, run on its own, is refused by the ledger's append-only triggers."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    from airflow_consent.ledger.store import normalize_url
+
+    engine = create_engine(normalize_url(url))
+    for statement in statements:
         with (
             pytest.raises(DBAPIError, match="append-only|only moves forward|cannot be deleted"),
             engine.begin() as conn,
